@@ -1,0 +1,303 @@
+package matcher
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// Scanner evaluates record values one at a time, reusing its buffers. It is
+// not safe for concurrent use: a Pool gives each worker its own.
+type Scanner struct {
+	m        *Matcher
+	gz       *gzip.Reader
+	gzInput  bytes.Reader
+	gzLimit  io.LimitedReader
+	inflated bytes.Buffer
+	b64      []byte
+	// screened is set when the prefilter rejected the value or a payload
+	// inside it, so its errors, if any, went unreported by design.
+	screened bool
+}
+
+// NewScanner returns a Scanner for m.
+func (m *Matcher) NewScanner() *Scanner { return &Scanner{m: m} }
+
+// Match evaluates one record value. Findings are appended to dst[:0], which
+// lets a caller reuse the slice across values.
+func (s *Scanner) Match(value []byte, dst []Finding) Result {
+	res := Result{Findings: dst[:0]}
+	s.screened = false
+	s.match(value, &res)
+	return res
+}
+
+const gzipMagic = "\x1f\x8b"
+
+func (s *Scanner) match(value []byte, res *Result) {
+	if len(value) > s.m.maxValueBytes {
+		res.fail(inputError(ErrTooLarge, -1, -1, "value is %d bytes, limit %d", len(value), s.m.maxValueBytes))
+		return
+	}
+	text := trimSpace(value)
+	switch {
+	case bytes.HasPrefix(value, []byte(gzipMagic)):
+		inflated, err := s.gunzip(value)
+		if err != nil {
+			res.fail(err)
+			return
+		}
+		text = trimSpace(inflated)
+	case bytes.HasPrefix(text, base64Gzip):
+		inflated, err := s.gunzipBase64(text)
+		if err != nil {
+			res.fail(err)
+			return
+		}
+		text = trimSpace(inflated)
+	}
+	if len(text) == 0 || text[0] != '{' || text[len(text)-1] != '}' {
+		res.fail(inputError(ErrMalformedJSON, -1, -1, "not a JSON object (%s)", describeStart(text)))
+		return
+	}
+	if s.skip(text) {
+		return
+	}
+	s.decodeValue(text, res)
+}
+
+// skip applies the prefilter, unless every value is to be validated.
+func (s *Scanner) skip(text []byte) bool {
+	if s.m.validate || mayMatch(text) {
+		return false
+	}
+	s.screened = true
+	return true
+}
+
+// decodeValue validates JSON text and evaluates every event in it.
+func (s *Scanner) decodeValue(text []byte, res *Result) {
+	if err := validate(text, -1); err != nil {
+		res.fail(err)
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			res.fail(inputError(ErrDecoderPanic, -1, -1, "%v", p))
+		}
+	}()
+	top, ok := decodeObject(text)
+	if !ok {
+		res.fail(inputError(ErrMalformedJSON, -1, -1, "decoder rejected validated JSON"))
+		return
+	}
+	s.dispatch(text, top, res)
+}
+
+// dispatch recognises the shape of a decoded top-level object. The order
+// matters where shapes share keys, and the reference evaluator follows the
+// same order.
+func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
+	switch {
+	case top.has("Records"):
+		res.Shape = ShapeS3Object
+		var records []gojsonRaw
+		if err := unmarshalArray(top["Records"], &records); err != nil {
+			res.fail(inputError(ErrUnknownShape, -1, -1, "Records is not an array"))
+			return
+		}
+		for i, r := range records {
+			s.evalRecord(r, i, res)
+		}
+	case top.has("awslogs"):
+		res.Shape = ShapeCloudWatchLogs
+		data, ok := top.object("awslogs").str("data")
+		if !ok {
+			res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a string"))
+			return
+		}
+		inflated, err := s.gunzipBase64([]byte(data))
+		if err != nil {
+			res.fail(err)
+			return
+		}
+		inner := trimSpace(inflated)
+		if s.skip(inner) {
+			return
+		}
+		if err := validate(inner, -1); err != nil {
+			res.fail(err)
+			return
+		}
+		payload, ok := decodeObject(inner)
+		if !ok || !payload.has("logEvents") {
+			res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a CloudWatch Logs payload"))
+			return
+		}
+		s.evalLogEvents(payload, res)
+	case top.has("logEvents"):
+		res.Shape = ShapeCloudWatchLogs
+		s.evalLogEvents(top, res)
+	case top.has("detail") && top.has("detail-type"):
+		res.Shape = ShapeEventBridge
+		s.evalRecord(top["detail"], 0, res)
+	case top.has("eventName"):
+		res.Shape = ShapeRecord
+		s.evalRecord(text, 0, res)
+	case top.object("event").has("action"):
+		res.Shape = ShapeECS
+		d := newECSDoc(text, top)
+		for _, r := range s.m.rules {
+			if ruleLogic(r).ecs(d) {
+				res.Findings = append(res.Findings, Finding{Rule: r, Event: ecsEvent(d), Shape: ShapeECS})
+			}
+		}
+	case top.has("message"):
+		res.Shape = ShapeAgentMessage
+		msg, ok := top.str("message")
+		if !ok {
+			res.fail(inputError(ErrUnknownShape, -1, -1, "message is not a string"))
+			return
+		}
+		s.evalRecordText([]byte(msg), 0, res)
+	default:
+		res.fail(inputError(ErrUnknownShape, -1, -1, "no Records, awslogs, logEvents, detail, eventName, event.action or message key"))
+	}
+}
+
+func (s *Scanner) evalLogEvents(payload fields, res *Result) {
+	var events []gojsonRaw
+	if err := unmarshalArray(payload["logEvents"], &events); err != nil {
+		res.fail(inputError(ErrUnknownShape, -1, -1, "logEvents is not an array"))
+		return
+	}
+	for i, e := range events {
+		ev, ok := decodeObject(e)
+		if !ok {
+			res.fail(inputError(ErrUnknownShape, i, -1, "log event is not an object"))
+			continue
+		}
+		msg, ok := ev.str("message")
+		if !ok {
+			res.fail(inputError(ErrUnknownShape, i, -1, "log event has no message string"))
+			continue
+		}
+		s.evalRecordText([]byte(msg), i, res)
+	}
+}
+
+// evalRecordText evaluates a record carried as a string, which has not been
+// validated as JSON yet.
+func (s *Scanner) evalRecordText(text []byte, index int, res *Result) {
+	if err := validate(text, index); err != nil {
+		res.fail(err)
+		return
+	}
+	s.evalRecord(text, index, res)
+}
+
+// evalRecord evaluates one CloudTrail record from validated JSON.
+func (s *Scanner) evalRecord(raw []byte, index int, res *Result) {
+	f, ok := decodeObject(raw)
+	if !ok {
+		res.fail(inputError(ErrUnknownShape, index, -1, "record is not a JSON object"))
+		return
+	}
+	r := &record{raw: raw, f: f}
+	for _, rule := range s.m.rules {
+		if ruleLogic(rule).record(r) {
+			res.Findings = append(res.Findings, Finding{Rule: rule, Event: recordEvent(r), Shape: res.Shape, Index: index})
+		}
+	}
+}
+
+// validate runs before goccy/go-json sees any input: the decoder has open
+// crash bugs on malformed JSON, while encoding/json's validator is hardened
+// and rejects nesting deeper than 10,000 levels.
+func validate(text []byte, index int) *InputError {
+	if !utf8.Valid(text) {
+		return inputError(ErrBadEncoding, index, int64(firstInvalidUTF8(text)), "invalid UTF-8")
+	}
+	if json.Valid(text) {
+		return nil
+	}
+	var v json.RawMessage
+	err := json.Unmarshal(text, &v)
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return inputError(ErrMalformedJSON, index, syn.Offset, "%s", syn.Error())
+	}
+	return inputError(ErrMalformedJSON, index, -1, "%v", err)
+}
+
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+func (s *Scanner) gunzipBase64(text []byte) ([]byte, *InputError) {
+	n := base64.StdEncoding.DecodedLen(len(text))
+	if n > s.m.maxDecodedBytes {
+		return nil, inputError(ErrTooLarge, -1, -1, "base64 payload of %d bytes, limit %d", len(text), s.m.maxDecodedBytes)
+	}
+	if cap(s.b64) < n {
+		s.b64 = make([]byte, n)
+	}
+	n, err := base64.StdEncoding.Decode(s.b64[:n], text)
+	if err != nil {
+		return nil, inputError(ErrBadCompression, -1, -1, "base64: %v", err)
+	}
+	return s.gunzip(s.b64[:n])
+}
+
+// gunzip inflates into the Scanner's buffer, which is valid until the next call.
+func (s *Scanner) gunzip(b []byte) ([]byte, *InputError) {
+	var err error
+	s.gzInput.Reset(b)
+	if s.gz == nil {
+		s.gz, err = gzip.NewReader(&s.gzInput)
+	} else {
+		err = s.gz.Reset(&s.gzInput)
+	}
+	if err != nil {
+		return nil, inputError(ErrBadCompression, -1, -1, "gzip: %v", err)
+	}
+	s.inflated.Reset()
+	limit := int64(s.m.maxDecodedBytes)
+	s.gzLimit = io.LimitedReader{R: s.gz, N: limit + 1}
+	n, err := s.inflated.ReadFrom(&s.gzLimit)
+	if err != nil {
+		return nil, inputError(ErrBadCompression, -1, -1, "gzip: %v", err)
+	}
+	if n > limit {
+		return nil, inputError(ErrTooLarge, -1, -1, "gzip payload inflates past %d bytes", limit)
+	}
+	return s.inflated.Bytes(), nil
+}
+
+func (r *Result) fail(err *InputError) {
+	if r.Err == nil {
+		r.Err = err
+	}
+}
+
+func describeStart(b []byte) string {
+	if len(b) == 0 {
+		return "empty"
+	}
+	if len(b) > 16 {
+		b = b[:16]
+	}
+	return fmt.Sprintf("starts %q", b)
+}
