@@ -88,8 +88,9 @@ type Result struct {
 	// Findings in the order of the events in the value.
 	Findings []Finding
 	// Err is set when the value, or some event inside it, could not be
-	// evaluated. Findings from the other events are still reported.
-	Err *InputError
+	// evaluated; it is always an *InputError. Findings from the other events
+	// are still reported.
+	Err error
 	// Shape is the shape the value was recognised as, when it was decoded.
 	Shape Shape
 }

@@ -1,0 +1,63 @@
+package matcher
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// FuzzMatcher checks the fast path against the reference evaluator: the same
+// findings on every input, never a panic, and the same verdict on malformed
+// input wherever the prefilter let the value through (with Config.Validate,
+// everywhere).
+func FuzzMatcher(f *testing.F) {
+	samples, err := filepath.Glob(filepath.Join(samplesDir, "*.json"))
+	if err != nil || len(samples) == 0 {
+		f.Fatalf("no samples in %s: %v", samplesDir, err)
+	}
+	for _, path := range samples {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, c := range matchCases(f) {
+		if len(c.value) < 64<<10 {
+			f.Add(c.value)
+		}
+	}
+	fast := mustNew(f, Config{})
+	strict := mustNew(f, Config{Validate: true})
+	fastScanner, strictScanner := fast.NewScanner(), strict.NewScanner()
+	f.Fuzz(func(t *testing.T, value []byte) {
+		want, malformed := reference(value, fast.rules, fast.maxValueBytes, fast.maxDecodedBytes)
+
+		res := fastScanner.Match(value, nil)
+		if got := findingsOf(res); !slices.Equal(got, want) {
+			t.Fatalf("fast path findings %v, reference %v", got, want)
+		}
+		if res.Err != nil && !malformed {
+			t.Fatalf("fast path error %v on input the reference accepts", res.Err)
+		}
+		if !fastScanner.screened && (res.Err != nil) != malformed {
+			t.Fatalf("decoded input: fast path error %v, reference malformed %v", res.Err, malformed)
+		}
+		if ie, ok := res.Err.(*InputError); res.Err != nil && (!ok || ie.Class() == "unknown") {
+			t.Fatalf("error without a class: %v", res.Err)
+		}
+		if errors.Is(res.Err, ErrDecoderPanic) {
+			t.Logf("recovered decoder panic: %v", res.Err)
+		}
+
+		res = strictScanner.Match(value, nil)
+		if got := findingsOf(res); !slices.Equal(got, want) {
+			t.Fatalf("validating findings %v, reference %v", got, want)
+		}
+		if (res.Err != nil) != malformed {
+			t.Fatalf("validating error %v, reference malformed %v", res.Err, malformed)
+		}
+	})
+}
