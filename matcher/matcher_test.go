@@ -150,6 +150,7 @@ func matchCases(t testing.TB) []matchCase {
 		{name: "CloudWatch awslogs wrapper", value: awslogs(cloudWatchPayload(other, other, q)), want: one(2)},
 		{name: "CloudWatch decoded", value: cloudWatchPayload(q), want: one(0)},
 		{name: "Agent message", value: agentEvent(q), want: one(0)},
+		{name: "CloudWatch control message is no record", value: gz([]byte(`{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1730419212758,"message":"CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}`)), validate: true},
 		{name: "ECS", value: ecsDocument("AttachUserPolicy", "success", "aws.cloudtrail", "{userName=test-user, policyArn=arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2}"), want: one(0)},
 		{name: "ECS dataset in data_stream", value: bytes.Replace(ecsDocument("AttachUserPolicy", "success", "", "{policyArn=arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3, userName=test-user}"), []byte(`"cloud":`), []byte(`"data_stream":{"dataset":"aws.cloudtrail"},"cloud":`), 1), want: one(0)},
 		{name: "ECS other dataset", value: ecsDocument("AttachUserPolicy", "success", "aws.guardduty", "{policyArn=arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2}")},

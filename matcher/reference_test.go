@@ -73,6 +73,9 @@ func reference(value []byte, rules []*Rule, maxValue, maxDecoded int) (found []r
 		record(inner, index)
 	}
 	logEvents := func(payload map[string]any) {
+		if payload["messageType"] == "CONTROL_MESSAGE" {
+			return
+		}
 		events, ok := payload["logEvents"].([]any)
 		if !ok {
 			bad = true

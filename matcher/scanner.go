@@ -171,6 +171,11 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 }
 
 func (s *Scanner) evalLogEvents(payload fields, res *Result) {
+	// CloudWatch Logs checks a subscription's destination with a
+	// CONTROL_MESSAGE whose log events are not CloudTrail records.
+	if payload.string("messageType") == "CONTROL_MESSAGE" {
+		return
+	}
 	var events []gojsonRaw
 	if err := unmarshalArray(payload["logEvents"], &events); err != nil {
 		res.fail(inputError(ErrUnknownShape, -1, -1, "logEvents is not an array"))

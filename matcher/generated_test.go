@@ -1,0 +1,54 @@
+package matcher_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+)
+
+// TestGeneratedTraffic checks the matcher against the generator's ground
+// truth, which is built independently of it: every positive found, nothing
+// else, and every malformed value reported (with Validate; without it, only
+// those that could hold a finding or fail the framing check).
+func TestGeneratedTraffic(t *testing.T) {
+	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 42, QuarantineRate: 0.02, NearMissRate: 0.1, MalformedRate: 0.02})
+	strict, err := matcher.New(matcher.Config{Validate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, err := matcher.New(matcher.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, fs := strict.NewScanner(), fast.NewScanner()
+	var positives, malformed int
+	for i := range 20000 {
+		r := gen.Next()
+		want := r.Positives()
+		positives += len(want)
+		for _, s := range []*matcher.Scanner{ss, fs} {
+			res := s.Match(r.Value, nil)
+			var got []string
+			for _, f := range res.Findings {
+				got = append(got, f.Event.EventID)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("record %d (%v, %v): findings %v, want %v\n%s", i, r.Shape, r.Defect, got, want, r.Value)
+			}
+			if res.Err != nil && !r.Malformed {
+				t.Fatalf("record %d (%v): error %v on a well-formed value\n%q", i, r.Shape, res.Err, r.Value)
+			}
+		}
+		if r.Malformed {
+			malformed++
+			if res := ss.Match(r.Value, nil); res.Err == nil {
+				t.Fatalf("record %d: malformed (%v) but no error with Validate\n%q", i, r.Defect, r.Value)
+			}
+		}
+	}
+	if positives < 100 || malformed < 100 {
+		t.Fatalf("too few cases: %d positives, %d malformed", positives, malformed)
+	}
+}
