@@ -62,7 +62,7 @@ func (s *Scanner) match(value []byte, res *Result) {
 		text = trimSpace(inflated)
 	}
 	if len(text) == 0 || text[0] != '{' || text[len(text)-1] != '}' {
-		res.fail(inputError(ErrMalformedJSON, -1, -1, "not a JSON object (%s)", describeStart(text)))
+		res.fail(inputError(ErrMalformedJSON, -1, -1, "not a whole JSON object: %s", describeEnds(text)))
 		return
 	}
 	if s.skip(text) {
@@ -297,12 +297,15 @@ func (r *Result) fail(err *InputError) {
 	}
 }
 
-func describeStart(b []byte) string {
-	if len(b) == 0 {
+// describeEnds shows both ends of a value that failed the framing check,
+// which is what a person needs to tell truncation from the wrong data.
+func describeEnds(b []byte) string {
+	const n = 16
+	switch {
+	case len(b) == 0:
 		return "empty"
+	case len(b) <= 2*n:
+		return fmt.Sprintf("%q", b)
 	}
-	if len(b) > 16 {
-		b = b[:16]
-	}
-	return fmt.Sprintf("starts %q", b)
+	return fmt.Sprintf("starts %q, ends %q", b[:n], b[len(b)-n:])
 }

@@ -1,0 +1,228 @@
+// Command quarantine-watch detects AWS credential quarantine in CloudTrail
+// on Kafka. See the README.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/quarantine-watch/quarantine-watch/consumer"
+	"github.com/quarantine-watch/quarantine-watch/internal/cli"
+	"github.com/quarantine-watch/quarantine-watch/internal/demo"
+	"github.com/quarantine-watch/quarantine-watch/internal/scan"
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+)
+
+// version is set with -ldflags "-X main.version=..."; see versionString.
+var version string
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+const usage = `quarantine-watch detects AWS credential quarantine (AWSCompromisedKeyQuarantine
+attached to an IAM user) in CloudTrail records read from Kafka, exactly once.
+
+Usage:
+  quarantine-watch run [flags]          consume a topic, write findings to an alerts topic
+  quarantine-watch demo [flags]         the same pipeline on an in-process Kafka with generated traffic
+  quarantine-watch scan [flags] FILE... evaluate files offline ("-" is stdin)
+  quarantine-watch version
+
+Run "quarantine-watch COMMAND -h" for a command's flags. Every flag can also
+be set from the environment: --max-batch is QW_MAX_BATCH.
+`
+
+// run parses the command line, turns SIGINT and SIGTERM into a cancelled
+// context, and returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		err = runService(ctx, rest, stderr)
+	case "demo":
+		err = runDemo(ctx, rest, stdout, stderr)
+	case "scan":
+		err = runScan(rest, stdin, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "quarantine-watch", versionString())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "quarantine-watch: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	case errors.Is(err, errReported):
+		return 1
+	default:
+		fmt.Fprintln(stderr, "quarantine-watch:", err)
+		return 1
+	}
+}
+
+var (
+	// errUsage means the flags were wrong; the flag package has said why.
+	errUsage = errors.New("usage")
+	// errReported means the command failed and has said why.
+	errReported = errors.New("failed")
+)
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// pipelineFlags are the flags that run and demo share.
+type pipelineFlags struct {
+	maxBatch, workers, maxValueBytes int
+	validate                         bool
+	shutdown                         time.Duration
+	logLevel, logFormat              string
+}
+
+func (p *pipelineFlags) register(fs *cli.FlagSet) {
+	fs.Int(&p.maxBatch, "max-batch", consumer.DefaultMaxBatch, "records polled into one transaction")
+	fs.Int(&p.workers, "workers", 0, "matcher workers (0: one per CPU)")
+	fs.Int(&p.maxValueBytes, "max-record-bytes", matcher.DefaultMaxValueBytes, "larger record values go to the dead-letter topic")
+	fs.Bool(&p.validate, "validate", false, "fully validate every record, so that every malformed record reaches the dead-letter topic, not only those that could hold a finding (costs a JSON scan of every record)")
+	fs.Duration(&p.shutdown, "shutdown-timeout", consumer.DefaultShutdownTimeout, "time allowed to end the open transaction on SIGTERM")
+	fs.String(&p.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.String(&p.logFormat, "log-format", "auto", "json, text, or auto (JSON unless stderr is a terminal)")
+}
+
+func (p *pipelineFlags) apply(cfg *consumer.Config) error {
+	if p.maxBatch <= 0 {
+		return fmt.Errorf("--max-batch %d: must be positive", p.maxBatch)
+	}
+	if p.workers < 0 {
+		return fmt.Errorf("--workers %d: must be 0 or more", p.workers)
+	}
+	if p.maxValueBytes <= 0 {
+		return fmt.Errorf("--max-record-bytes %d: must be positive", p.maxValueBytes)
+	}
+	log, err := cli.NewLogger(os.Stderr, p.logLevel, p.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg.MaxBatch = p.maxBatch
+	cfg.Workers = p.workers
+	cfg.Matcher = matcher.Config{MaxValueBytes: p.maxValueBytes, Validate: p.validate}
+	cfg.ShutdownTimeout = p.shutdown
+	cfg.Logger = log
+	return nil
+}
+
+// parse parses flags; the flag set has already printed what was wrong.
+func parse(fs *cli.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	return nil
+}
+
+func runService(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := cli.NewFlagSet("run", stderr)
+	var cfg consumer.Config
+	var p pipelineFlags
+	host, _ := os.Hostname()
+	fs.List(&cfg.Brokers, "brokers", []string{"localhost:9092"}, "Kafka bootstrap brokers, comma-separated")
+	fs.List(&cfg.SourceTopics, "source-topics", []string{"cloudtrail"}, "topics holding CloudTrail, comma-separated")
+	fs.String(&cfg.AlertsTopic, "alerts-topic", "quarantine-alerts", "topic findings are written to")
+	fs.String(&cfg.DLQTopic, "dlq-topic", "", `dead-letter topic (default "<alerts-topic>.dlq")`)
+	fs.String(&cfg.Group, "group", "quarantine-watch", "consumer group")
+	fs.String(&cfg.TransactionalID, "transactional-id", "quarantine-watch-"+host, "transactional id: unique per instance, stable across its restarts")
+	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the alerts and dead-letter topics if missing")
+	p.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("run: unexpected arguments %q", fs.Args())
+	}
+	if err := p.apply(&cfg); err != nil {
+		return err
+	}
+	return consumer.Run(ctx, cfg)
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("demo", stderr)
+	var cfg demo.Config
+	var p pipelineFlags
+	fs.Duration(&cfg.Duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
+	fs.Int(&cfg.Rate, "rate", 2000, "records produced per second (0: as fast as the pipeline goes)")
+	fs.Int(&cfg.Partitions, "partitions", 6, "source topic partitions")
+	seed := 0
+	fs.Int(&seed, "seed", 1, "traffic generator seed")
+	fs.Float(&cfg.QuarantineRate, "quarantine-rate", 0.001, "fraction of events that are quarantine attachments")
+	fs.Float(&cfg.NearMissRate, "near-miss-rate", 0.01, "fraction of events that are near misses (failed, role or group, other policies, detaches)")
+	fs.Float(&cfg.MalformedRate, "malformed-rate", 0.001, "fraction of records that are malformed")
+	fs.Duration(&cfg.Progress, "progress", 5*time.Second, "progress line interval on stderr (0: none)")
+	p.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := p.apply(&cfg.Pipeline); err != nil {
+		return err
+	}
+	cfg.Seed = int64(seed)
+	cfg.Stdout, cfg.Stderr = stdout, stderr
+	cfg.Logger = cfg.Pipeline.Logger
+	if cfg.Rate < 0 {
+		return fmt.Errorf("--rate %d: must be 0 or more", cfg.Rate)
+	}
+	return demo.Run(ctx, cfg)
+}
+
+func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("scan", stderr)
+	var cfg scan.Config
+	maxValue := 0
+	fs.Int(&maxValue, "max-record-bytes", 64<<20, "larger documents are reported malformed")
+	validate := true
+	fs.Bool(&validate, "validate", true, "fully validate every document and report every malformed one")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: quarantine-watch scan [flags] FILE... (\"-\" is stdin; .gz is read compressed)\n")
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg.Matcher = matcher.Config{MaxValueBytes: maxValue, Validate: validate}
+	cfg.Stdin, cfg.Stdout, cfg.Stderr = stdin, stdout, stderr
+	if f, ok := stderr.(*os.File); ok {
+		cfg.Progress = cli.IsTerminal(f)
+	}
+	_, err := scan.Run(cfg, fs.Args())
+	if errors.Is(err, scan.ErrUnreadable) {
+		return errReported
+	}
+	return err
+}

@@ -1,0 +1,222 @@
+// Package consumer runs the exactly-once loop: it reads CloudTrail from the
+// source topics as a member of a consumer group, evaluates each polled batch
+// on the matcher pool, and writes findings and dead letters in the same Kafka
+// transaction as the consumed offsets.
+//
+// A batch is either wholly committed (its findings, its dead letters and its
+// offsets) or wholly aborted and read again, so readers of the alerts topic
+// that use isolation.level=read_committed see every finding exactly once.
+// The package does not parse flags, handle signals or serve metrics: cmd
+// does, and calls Run.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/producer"
+)
+
+// Defaults for Config.
+const (
+	DefaultMaxBatch        = 4096
+	DefaultShutdownTimeout = 20 * time.Second
+	DefaultTopicPartitions = 6
+	// maxFailedBatches bounds how many batches in a row may be aborted for
+	// produce errors before Run gives up: a persistent failure (a deleted
+	// alerts topic, a revoked ACL) is better surfaced as an exit than hidden
+	// behind endless replays.
+	maxFailedBatches = 5
+)
+
+// Config is what Run needs. Brokers, SourceTopics, AlertsTopic, Group and
+// TransactionalID are required.
+type Config struct {
+	Brokers         []string
+	SourceTopics    []string
+	AlertsTopic     string
+	DLQTopic        string // default: AlertsTopic + ".dlq"
+	Group           string
+	TransactionalID string
+	// MaxBatch bounds the records polled into one transaction.
+	MaxBatch int
+	// Workers is the matcher pool size; 0 means GOMAXPROCS.
+	Workers int
+	Matcher matcher.Config
+	// Encoder is the alert format; nil means ECS.
+	Encoder producer.Encoder
+	// CreateTopics creates the alerts and dead-letter topics when missing.
+	CreateTopics bool
+	// ShutdownTimeout bounds how long the open transaction may take to end
+	// once ctx is cancelled.
+	ShutdownTimeout time.Duration
+	// ClientOpts are appended to the options Run builds (TLS, SASL, logging,
+	// tuning, test hooks).
+	ClientOpts []kgo.Opt
+	Logger     *slog.Logger
+	// Now is the detection clock; nil means time.Now.
+	Now func() time.Time
+	// Stats, if set, is updated as batches commit.
+	Stats *Stats
+}
+
+// Stats counts what committed transactions carried. Counts only move when
+// a transaction commits, so they never count a replayed record twice.
+type Stats struct {
+	Records     atomic.Int64
+	Findings    atomic.Int64
+	DeadLetters atomic.Int64
+	Committed   atomic.Int64 // transactions committed
+	Aborted     atomic.Int64 // transactions aborted (rebalance, produce error, shutdown)
+	Bytes       atomic.Int64 // record value bytes
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	cfg := *c
+	var missing []string
+	if len(cfg.Brokers) == 0 {
+		missing = append(missing, "brokers")
+	}
+	if len(cfg.SourceTopics) == 0 {
+		missing = append(missing, "source topics")
+	}
+	if cfg.AlertsTopic == "" {
+		missing = append(missing, "alerts topic")
+	}
+	if cfg.Group == "" {
+		missing = append(missing, "group")
+	}
+	if cfg.TransactionalID == "" {
+		missing = append(missing, "transactional id")
+	}
+	if len(missing) > 0 {
+		return cfg, fmt.Errorf("consumer: missing %s", strings.Join(missing, ", "))
+	}
+	if cfg.DLQTopic == "" {
+		cfg.DLQTopic = cfg.AlertsTopic + ".dlq"
+	}
+	for _, t := range cfg.SourceTopics {
+		if t == cfg.AlertsTopic || t == cfg.DLQTopic {
+			return cfg, fmt.Errorf("consumer: topic %q is both a source and an output", t)
+		}
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Encoder == nil {
+		cfg.Encoder = producer.ECS{}
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = new(Stats)
+	}
+	return cfg, nil
+}
+
+// ClientOpts returns the franz-go options of the exactly-once session:
+//
+//   - SeedBrokers: where to bootstrap.
+//   - ConsumerGroup, ConsumeTopics: the group this instance is a member of.
+//   - TransactionalID: unique per instance and stable across its restarts,
+//     so a restarted instance fences its own zombie.
+//   - FetchIsolationLevel(ReadCommitted): a source written transactionally
+//     is read as its readers see it; aborted records are never evaluated.
+//   - Balancers(CooperativeSticky): a member joining or leaving moves only
+//     the partitions it must, so a scale-out does not abort every member's
+//     transaction.
+//   - DisableAutoCommit is implied by the transactional session, which
+//     commits offsets inside each transaction.
+//   - RecordPartitioner(sticky key): alerts are keyed by alert id, so the
+//     copies of one alert land on one partition.
+func ClientOpts(cfg *Config) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.SourceTopics...),
+		kgo.TransactionalID(cfg.TransactionalID),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}
+}
+
+// Run consumes until ctx is cancelled or a non-retryable error occurs. On
+// cancellation it ends the open transaction (committing it if its records
+// were all produced, else aborting) within ShutdownTimeout, leaves the group
+// and returns nil.
+func Run(ctx context.Context, c Config) error {
+	cfg, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	m, err := matcher.New(cfg.Matcher)
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	sess, err := kgo.NewGroupTransactSession(append(ClientOpts(&cfg), cfg.ClientOpts...)...)
+	if err != nil {
+		return fmt.Errorf("consumer: creating session: %w", err)
+	}
+	defer sess.Close()
+	if err := checkTopics(ctx, kadm.NewClient(sess.Client()), &cfg); err != nil {
+		return err
+	}
+	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers)}
+	return l.run(ctx)
+}
+
+// checkTopics fails with the name of each missing topic, or creates the
+// outputs when asked to.
+func checkTopics(ctx context.Context, adm *kadm.Client, cfg *Config) error {
+	all := append(append([]string(nil), cfg.SourceTopics...), cfg.AlertsTopic, cfg.DLQTopic)
+	details, err := adm.ListTopics(ctx, all...)
+	if err != nil {
+		return fmt.Errorf("consumer: listing topics: %w", err)
+	}
+	var missing []string
+	for _, t := range cfg.SourceTopics {
+		if !details.Has(t) {
+			missing = append(missing, fmt.Sprintf("source topic %q does not exist", t))
+		}
+	}
+	for _, t := range []string{cfg.AlertsTopic, cfg.DLQTopic} {
+		if details.Has(t) {
+			continue
+		}
+		if !cfg.CreateTopics {
+			missing = append(missing, fmt.Sprintf("output topic %q does not exist (create it, or pass --create-topics)", t))
+			continue
+		}
+		resp, err := adm.CreateTopic(ctx, DefaultTopicPartitions, -1, nil, t)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("consumer: creating topic %q: %w", t, err)
+		}
+		cfg.Logger.Info("created topic", "topic", t, "partitions", DefaultTopicPartitions)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("consumer: %s", strings.Join(missing, "; "))
+	}
+	return nil
+}

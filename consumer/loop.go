@@ -1,0 +1,176 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/producer"
+)
+
+type loop struct {
+	cfg  *Config
+	sess *kgo.GroupTransactSession
+	pool *matcher.Pool
+
+	values  [][]byte
+	results []matcher.Result
+
+	produceMu  sync.Mutex
+	produceErr error
+}
+
+func (l *loop) run(ctx context.Context) error {
+	log := l.cfg.Logger
+	log.Info("consuming", "topics", l.cfg.SourceTopics, "group", l.cfg.Group,
+		"transactional_id", l.cfg.TransactionalID, "alerts", l.cfg.AlertsTopic, "dlq", l.cfg.DLQTopic,
+		"workers", l.pool.Workers(), "max_batch", l.cfg.MaxBatch)
+
+	// The batch in flight is finished with a context that outlives ctx by
+	// at most ShutdownTimeout: a signal must not cut a transaction in half,
+	// nor wait on it forever.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(l.cfg.ShutdownTimeout, cancelWork) })
+	defer stop()
+
+	failed := 0
+	for {
+		fetches := l.sess.PollRecords(ctx, l.cfg.MaxBatch)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			log.Info("stopping", "reason", context.Cause(ctx))
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+		})
+		records := fetches.Records()
+		if len(records) == 0 {
+			continue
+		}
+		committed, err := l.transact(work, records)
+		if err != nil {
+			return err
+		}
+		if committed {
+			failed = 0
+			continue
+		}
+		produceErr := l.producedErr()
+		if produceErr == nil {
+			continue // a rebalance: nothing to back off from
+		}
+		failed++
+		if failed >= maxFailedBatches {
+			return fmt.Errorf("consumer: %d batches in a row aborted, last produce error: %w", failed, produceErr)
+		}
+		{
+			backoff := time.Duration(failed) * 500 * time.Millisecond
+			log.Warn("batch aborted after a produce error, replaying", "err", produceErr, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+// transact evaluates one polled batch and ends its transaction. It reports
+// whether the transaction committed; an error is not retryable (see
+// GroupTransactSession.End).
+func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error) {
+	if err := l.sess.Begin(); err != nil {
+		return false, fmt.Errorf("consumer: beginning transaction: %w", err)
+	}
+	l.setProduceErr(nil)
+	n := len(records)
+	if cap(l.values) < n {
+		l.values = make([][]byte, n)
+		l.results = make([]matcher.Result, n)
+	}
+	l.values, l.results = l.values[:n], l.results[:n]
+	var bytes int64
+	for i, r := range records {
+		l.values[i] = r.Value
+		bytes += int64(len(r.Value))
+	}
+	l.pool.Match(l.values, l.results)
+
+	detected := l.cfg.Now()
+	var findings, deadLetters int64
+	for i, res := range l.results {
+		r := records[i]
+		src := producer.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+		for _, f := range res.Findings {
+			out, err := producer.EncodeRecord(l.cfg.Encoder, f, src, detected, l.cfg.AlertsTopic)
+			if err != nil {
+				// An alert that cannot be encoded is a bug, not bad
+				// input; the record still goes where a person finds it.
+				res.Err = errors.Join(res.Err, err)
+				continue
+			}
+			l.sess.Produce(ctx, out, l.promise)
+			findings++
+		}
+		if res.Err != nil {
+			l.sess.Produce(ctx, producer.DeadLetter(r.Value, r.Key, src, res.Err, l.cfg.DLQTopic), l.promise)
+			deadLetters++
+			l.cfg.Logger.Warn("dead letter", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", res.Err)
+		}
+	}
+
+	// End flushes too, but the produce results must be known before
+	// deciding whether to try a commit.
+	if err := l.sess.Client().Flush(ctx); err != nil {
+		l.setProduceErr(fmt.Errorf("flushing: %w", err))
+	}
+	produceErr := l.producedErr()
+	try := kgo.TryCommit
+	if produceErr != nil {
+		try = kgo.TryAbort
+	}
+	committed, err := l.sess.End(ctx, try)
+	if err != nil {
+		l.cfg.Stats.Aborted.Add(1)
+		return false, fmt.Errorf("consumer: ending transaction: %w", err)
+	}
+	if !committed {
+		l.cfg.Stats.Aborted.Add(1)
+		l.cfg.Logger.Info("transaction aborted; the batch will be read again", "records", n, "produce_err", produceErr)
+		return false, nil
+	}
+	st := l.cfg.Stats
+	st.Committed.Add(1)
+	st.Records.Add(int64(n))
+	st.Bytes.Add(bytes)
+	st.Findings.Add(findings)
+	st.DeadLetters.Add(deadLetters)
+	return true, nil
+}
+
+func (l *loop) promise(_ *kgo.Record, err error) {
+	if err != nil {
+		l.setProduceErr(err)
+	}
+}
+
+// setProduceErr keeps the first produce error of a transaction; nil resets
+// it when a transaction begins.
+func (l *loop) setProduceErr(err error) {
+	l.produceMu.Lock()
+	defer l.produceMu.Unlock()
+	if err == nil || l.produceErr == nil {
+		l.produceErr = err
+	}
+}
+
+func (l *loop) producedErr() error {
+	l.produceMu.Lock()
+	defer l.produceMu.Unlock()
+	return l.produceErr
+}

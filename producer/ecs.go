@@ -1,0 +1,408 @@
+package producer
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+)
+
+// ECS format constants.
+const (
+	// FormatECS is the alert-format header of ECS alerts.
+	FormatECS = "ecs"
+	// ECSVersion is the ECS version the document follows (ecs.version).
+	// The threat.* arrays are the ECS 8.x shape.
+	ECSVersion = "8.11.0"
+	// SchemaVersion is the version of our ECS document's shape
+	// (quarantine_watch.schema_version and the schema-version header). It
+	// changes only when a field is renamed, removed or changes type;
+	// adding an optional field does not change it.
+	SchemaVersion = "1"
+	// ECSSchemaID is the $id of the embedded JSON Schema.
+	ECSSchemaID = "https://github.com/quarantine-watch/quarantine-watch/producer/schema/ecs-alert.schema.json"
+)
+
+//go:embed schema/ecs-alert.schema.json
+var ecsSchema []byte
+
+// ECSSchema returns the JSON Schema (draft 2020-12) that every ECS alert
+// document validates against. It is a copy the caller may keep.
+func ECSSchema() []byte { return bytes.Clone(ecsSchema) }
+
+// ECS is the Encoder of the default alert format, an ECS document with
+// event.kind "alert" (see ECSAlert for what each field holds).
+type ECS struct{}
+
+// Format returns FormatECS.
+func (ECS) Format() string { return FormatECS }
+
+// SchemaVersion returns SchemaVersion.
+func (ECS) SchemaVersion() string { return SchemaVersion }
+
+// Encode returns the ECS alert document for f as JSON.
+func (ECS) Encode(f matcher.Finding, src Source, detected time.Time) ([]byte, error) {
+	a, err := NewECSAlert(f, src, detected)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// "MITRE ATT&CK" and event.original stay readable; the document is
+	// never embedded in HTML.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(a); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// ECSAlert is the ECS alert document, one per finding. Optional fields are
+// omitted rather than sent empty. Fields outside ECS live under aws.*
+// (named as Elastic's AWS integration names them) or quarantine_watch.*.
+type ECSAlert struct {
+	// Timestamp is the CloudTrail eventTime in RFC 3339 UTC; when the
+	// event has none that parses, it is the detection time (the raw value
+	// is still in event.original).
+	Timestamp string `json:"@timestamp"`
+	// Message is a one-line human summary of the finding.
+	Message         string             `json:"message"`
+	ECS             ECSVersionField    `json:"ecs"`
+	Event           ECSEvent           `json:"event"`
+	Rule            ECSRule            `json:"rule"`
+	Threat          *ECSThreat         `json:"threat,omitempty"`
+	Cloud           ECSCloud           `json:"cloud"`
+	User            *ECSUser           `json:"user,omitempty"`
+	Source          *ECSSource         `json:"source,omitempty"`
+	UserAgent       *ECSUserAgent      `json:"user_agent,omitempty"`
+	AWS             ECSAWS             `json:"aws"`
+	QuarantineWatch ECSQuarantineWatch `json:"quarantine_watch"`
+}
+
+// ECSVersionField is ecs.*.
+type ECSVersionField struct {
+	Version string `json:"version"`
+}
+
+// ECSEvent is event.*.
+type ECSEvent struct {
+	Kind     string `json:"kind"`    // always "alert"
+	Module   string `json:"module"`  // always "aws"
+	Dataset  string `json:"dataset"` // always "aws.cloudtrail"
+	Provider string `json:"provider,omitempty"`
+	Action   string `json:"action,omitempty"`
+	Outcome  string `json:"outcome"`
+	ID       string `json:"id,omitempty"`
+	// Created is the detection time in RFC 3339 UTC.
+	Created string `json:"created"`
+	// Severity is numeric as ECS requires: Elastic's default risk score
+	// for the rule's severity band (low 21, medium 47, high 73, critical
+	// 99), so it stays put when a rule's risk score is tuned; the rule's
+	// own RiskScore when the band is not one of those.
+	Severity  int `json:"severity"`
+	RiskScore int `json:"risk_score"`
+	// Original is the event verbatim (matcher.Event.Original) as a JSON
+	// string. JSON cannot carry invalid UTF-8, which becomes U+FFFD here;
+	// Hash is of the bytes before that.
+	Original string `json:"original"`
+	// Hash is the lowercase hex SHA-256 of matcher.Event.Original.
+	Hash string `json:"hash"`
+}
+
+// ECSRule is rule.*.
+type ECSRule struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Reference is the rule's first reference: ECS has one URL here.
+	Reference string `json:"reference,omitempty"`
+	Ruleset   string `json:"ruleset,omitempty"`
+}
+
+// ECSThreat is threat.*. ECS 8.x keeps the ATT&CK ids, names and
+// references of a technique or tactic as parallel arrays.
+type ECSThreat struct {
+	Framework string        `json:"framework"` // always "MITRE ATT&CK"
+	Technique *ECSThreatRef `json:"technique,omitempty"`
+	Tactic    *ECSThreatRef `json:"tactic,omitempty"`
+}
+
+// ECSThreatRef is threat.technique.* or threat.tactic.*.
+type ECSThreatRef struct {
+	ID        []string `json:"id"`
+	Name      []string `json:"name"`
+	Reference []string `json:"reference"`
+}
+
+// ECSCloud is cloud.*.
+type ECSCloud struct {
+	Provider string           `json:"provider"` // always "aws"
+	Account  *ECSCloudAccount `json:"account,omitempty"`
+	Region   string           `json:"region,omitempty"`
+}
+
+// ECSCloudAccount is cloud.account.*: recipientAccountId, or the caller's
+// account when the record has none.
+type ECSCloudAccount struct {
+	ID string `json:"id"`
+}
+
+// ECSUser is user.*: the caller (name and id when CloudTrail names them)
+// and, under target, the IAM user the policy was attached to.
+type ECSUser struct {
+	Name   string         `json:"name,omitempty"`
+	ID     string         `json:"id,omitempty"`
+	Target *ECSUserTarget `json:"target,omitempty"`
+}
+
+// ECSUserTarget is user.target.*.
+type ECSUserTarget struct {
+	Name string `json:"name"`
+}
+
+// ECSSource is source.*. Address is sourceIPAddress verbatim; IP is set
+// only when it parses as an IP address, because CloudTrail puts a service
+// name there ("ec2.amazonaws.com", "AWS Internal") for calls made by AWS.
+type ECSSource struct {
+	Address string `json:"address"`
+	IP      string `json:"ip,omitempty"`
+}
+
+// ECSUserAgent is user_agent.*.
+type ECSUserAgent struct {
+	Original string `json:"original"`
+}
+
+// ECSAWS is aws.*.
+type ECSAWS struct {
+	CloudTrail ECSCloudTrail `json:"cloudtrail"`
+}
+
+// ECSCloudTrail is aws.cloudtrail.*, named as Elastic's AWS integration
+// names them.
+type ECSCloudTrail struct {
+	// RequestParameters is requestParameters as text: the JSON object
+	// compacted, or Elastic's flattened "{key=value, ...}" text verbatim
+	// when the input was already ECS.
+	RequestParameters string                 `json:"request_parameters,omitempty"`
+	ErrorCode         string                 `json:"error_code,omitempty"`
+	ErrorMessage      string                 `json:"error_message,omitempty"`
+	UserIdentity      *ECSCloudTrailIdentity `json:"user_identity,omitempty"`
+}
+
+// ECSCloudTrailIdentity is aws.cloudtrail.user_identity.*: the caller.
+type ECSCloudTrailIdentity struct {
+	Type        string `json:"type,omitempty"`
+	ARN         string `json:"arn,omitempty"`
+	AccessKeyID string `json:"access_key_id,omitempty"`
+}
+
+// ECSQuarantineWatch is quarantine_watch.*: what ECS has no field for.
+type ECSQuarantineWatch struct {
+	SchemaVersion string `json:"schema_version"`
+	// AlertID is EventAlertID, also the Kafka record key.
+	AlertID string `json:"alert_id"`
+	// InputShape is the delivery shape the event arrived in
+	// (matcher.Shape.String()).
+	InputShape string   `json:"input_shape"`
+	Source     ECSInput `json:"source"`
+	// Policy is the policy attached. It is here and not under aws.* so
+	// that it never collides with a field Elastic's integration may add.
+	Policy *ECSPolicy `json:"policy,omitempty"`
+	// Notes tells a responder what to look at first (matcher.Rule.Notes).
+	Notes string `json:"notes,omitempty"`
+}
+
+// ECSInput is quarantine_watch.source.*: the Kafka record the event was
+// read from, and the event's position inside that record's value.
+type ECSInput struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Index     int    `json:"index"`
+}
+
+// ECSPolicy is quarantine_watch.policy.*: the managed policy's ARN, or
+// the inline policy's name (the pre-2020 PutUserPolicy mechanism).
+type ECSPolicy struct {
+	ARN  string `json:"arn,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// severityScores are Elastic's default risk scores per severity band.
+var severityScores = map[string]int{"low": 21, "medium": 47, "high": 73, "critical": 99}
+
+// NewECSAlert builds the ECS alert document for f, read from src and
+// detected at detected.
+func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, error) {
+	if f.Rule == nil {
+		return nil, ErrNoRule
+	}
+	if detected.IsZero() {
+		return nil, ErrNoDetectionTime
+	}
+	r, e := f.Rule, &f.Event
+	created := detected.UTC().Format(time.RFC3339Nano)
+	sum := sha256.Sum256(e.Original)
+
+	a := &ECSAlert{
+		Timestamp: created,
+		Message:   summary(e),
+		ECS:       ECSVersionField{Version: ECSVersion},
+		Event: ECSEvent{
+			Kind:      "alert",
+			Module:    "aws",
+			Dataset:   "aws.cloudtrail",
+			Provider:  e.EventSource,
+			Action:    e.EventName,
+			Outcome:   e.Outcome(),
+			ID:        e.EventID,
+			Created:   created,
+			Severity:  r.RiskScore,
+			RiskScore: r.RiskScore,
+			Original:  string(e.Original),
+			Hash:      hex.EncodeToString(sum[:]),
+		},
+		Rule: ECSRule{
+			ID:          r.ID,
+			Name:        r.Name,
+			Description: r.Description,
+			Ruleset:     r.Ruleset,
+		},
+		Cloud: ECSCloud{Provider: "aws", Region: e.AWSRegion},
+		AWS: ECSAWS{CloudTrail: ECSCloudTrail{
+			RequestParameters: requestParameters(e.RequestParameters),
+			ErrorCode:         e.ErrorCode,
+			ErrorMessage:      e.ErrorMessage,
+		}},
+		QuarantineWatch: ECSQuarantineWatch{
+			SchemaVersion: SchemaVersion,
+			AlertID:       EventAlertID(r.ID, e),
+			InputShape:    f.Shape.String(),
+			Source:        ECSInput{Topic: src.Topic, Partition: src.Partition, Offset: src.Offset, Index: f.Index},
+			Notes:         r.Notes,
+		},
+	}
+	// In UTC, "0000-01-01T00:00:00+01:00" is in year -1, which RFC 3339
+	// cannot write.
+	if t, err := time.Parse(time.RFC3339Nano, e.EventTime); err == nil && t.UTC().Year() >= 0 {
+		a.Timestamp = t.UTC().Format(time.RFC3339Nano)
+	}
+	if s, ok := severityScores[r.Severity]; ok {
+		a.Event.Severity = s
+	}
+	if len(r.References) > 0 {
+		a.Rule.Reference = r.References[0]
+	}
+	if r.Technique.ID != "" || r.Tactic.ID != "" {
+		a.Threat = &ECSThreat{Framework: "MITRE ATT&CK", Technique: threatRef(r.Technique), Tactic: threatRef(r.Tactic)}
+	}
+	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
+		a.Cloud.Account = &ECSCloudAccount{ID: acct}
+	}
+	if u := (ECSUser{Name: e.UserIdentity.UserName, ID: e.UserIdentity.PrincipalID}); u.Name != "" || u.ID != "" || e.TargetUserName != "" {
+		if e.TargetUserName != "" {
+			u.Target = &ECSUserTarget{Name: e.TargetUserName}
+		}
+		a.User = &u
+	}
+	if e.SourceIPAddress != "" {
+		a.Source = &ECSSource{Address: e.SourceIPAddress}
+		// A zone ("fe80::1%eth0") is not an IP to Elasticsearch's ip type.
+		if ip, err := netip.ParseAddr(e.SourceIPAddress); err == nil && ip.Zone() == "" {
+			a.Source.IP = ip.String()
+		}
+	}
+	if e.UserAgent != "" {
+		a.UserAgent = &ECSUserAgent{Original: e.UserAgent}
+	}
+	if id := e.UserIdentity; id.Type != "" || id.ARN != "" || id.AccessKeyID != "" {
+		a.AWS.CloudTrail.UserIdentity = &ECSCloudTrailIdentity{Type: id.Type, ARN: id.ARN, AccessKeyID: id.AccessKeyID}
+	}
+	if e.PolicyARN != "" || e.PolicyName != "" {
+		a.QuarantineWatch.Policy = &ECSPolicy{ARN: e.PolicyARN, Name: e.PolicyName}
+	}
+	return a, nil
+}
+
+func threatRef(t matcher.Threat) *ECSThreatRef {
+	if t.ID == "" {
+		return nil
+	}
+	return &ECSThreatRef{ID: []string{t.ID}, Name: []string{t.Name}, Reference: []string{t.Reference}}
+}
+
+// requestParameters returns p compacted when it is JSON (so the text does
+// not depend on how the record was indented), else verbatim: in ShapeECS it
+// is Elastic's flattened text. A JSON null (calls without parameters) is
+// no parameters.
+func requestParameters(p []byte) string {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, p); err != nil {
+		return string(p)
+	}
+	if buf.String() == "null" {
+		return ""
+	}
+	return buf.String()
+}
+
+// summary is the one-line message, e.g. "AWS attached
+// AWSCompromisedKeyQuarantineV2 to IAM user test-user in account
+// 123456789012 (AttachUserPolicy)". Every part comes from the record,
+// which anyone able to write to the input topic controls, so control
+// characters are replaced to keep it one line.
+func summary(e *matcher.Event) string {
+	var b strings.Builder
+	b.WriteString(actor(e))
+	if e.Outcome() == "failure" {
+		b.WriteString(" failed to attach ")
+	} else {
+		b.WriteString(" attached ")
+	}
+	b.WriteString(policyLabel(e))
+	b.WriteString(" to IAM user ")
+	b.WriteString(cmp.Or(e.TargetUserName, "(unknown)"))
+	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
+		b.WriteString(" in account ")
+		b.WriteString(acct)
+	}
+	b.WriteString(" (")
+	b.WriteString(cmp.Or(e.EventName, "unknown action"))
+	if e.Outcome() == "failure" {
+		b.WriteString(": ")
+		b.WriteString(cmp.Or(e.ErrorCode, e.ErrorMessage))
+	}
+	b.WriteString(")")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return ' '
+		}
+		return r
+	}, b.String())
+}
+
+// actor names the caller: "AWS" when the user agent is the one AWS uses
+// for its own calls (the quarantine is applied this way), else the
+// caller's ARN or at least its identity type.
+func actor(e *matcher.Event) string {
+	if e.UserAgent == "AWS Internal" || strings.HasPrefix(e.UserAgent, "aws-internal/") {
+		return "AWS"
+	}
+	return cmp.Or(e.UserIdentity.ARN, e.UserIdentity.Type, "an unknown caller")
+}
+
+// policyLabel is the policy's name: the last part of its ARN, or the
+// inline policy's name.
+func policyLabel(e *matcher.Event) string {
+	name := e.PolicyARN[strings.LastIndexByte(e.PolicyARN, '/')+1:]
+	return cmp.Or(name, e.PolicyName, "a policy")
+}
