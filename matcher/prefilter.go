@@ -5,26 +5,38 @@ import "bytes"
 // The prefilter decides, without decoding, whether JSON text can hold an
 // event that a rule matches. It may pass a record that does not match; it
 // must never reject one that does. Every rule requires the marker below in
-// a decoded string, so the argument for soundness is about how a decoded
-// string can contain the marker:
+// a decoded string (a key or a value), at any level of nesting: a record
+// can be carried as a string inside another document (the Agent "message",
+// CloudWatch logEvents[].message), which is JSON text escaped once more.
 //
-//   - JSON encodes a character of a string either literally or as an escape.
-//     The marker's characters are letters, which have no short escape (\n,
-//     \", ...): an escaped letter is always \uXXXX. So either the marker
-//     appears literally in the bytes, or the bytes contain `\u`.
-//   - A record carried as a string inside another document (the Agent
-//     "message", CloudWatch logEvents[].message) is JSON text escaped once
-//     more. By induction over the levels: if the outer bytes contain no `\u`,
-//     the outer decoding only turns `\\` into `\` and `\"` into `"`, so the
-//     inner text contains `\u` only where the outer bytes hold `\\u`, which
-//     contains `\u`; and the marker, which has neither `\` nor `"`, appears
-//     in the inner text only where it appears in the outer bytes.
-//   - Compressed payloads hide everything, so they are never prefiltered as
-//     they are: a value that is gzip or base64 of gzip is decompressed first
-//     and the prefilter runs on the result. Base64 of gzip always starts
-//     with "H4sI" (the gzip magic 1f 8b 08), so a document holding one (the
-//     {"awslogs":{"data":...}} wrapper) contains "H4sI", or `\u` if the
-//     writer escaped it.
+// Claim: if the bytes B (1) do not contain the marker literally, and (2)
+// every occurrence of `\u` in B, wherever it starts, is followed by four hex
+// digits naming a code point outside S (the marker's letters, the
+// backslash, 'u' and the hex digits), then no string decoded from B, nor
+// from JSON text inside such a string, contains the marker.
+//
+// Proof, for one level of decoding D of B; induction carries it down:
+//   - Every character of D is a literal byte of B, the result of a short
+//     escape (\" \\ \/ \b \f \n \r \t), or a \uXXXX escape, which by (2) is
+//     outside S. The marker's letters are in S and are not short escapes, so
+//     each of them in D is a literal byte of B, and consecutive ones are
+//     consecutive bytes. The marker in D would be the marker in B: (1) holds
+//     for D.
+//   - A backslash in D comes from `\\` in B (\u005c is in S), and a 'u'
+//     after it is the literal next byte (\u0075 is in S), so `\u` in D means
+//     `\\u` in B, which holds `\u` one byte later. By (2) that is followed in
+//     B by four literal hex digits (escaped digits are in S), which are the
+//     four characters after `\u` in D: (2) holds for D.
+//
+// So the escapes real CloudTrail uses (\u003d '=', \u0026 '&', \u003c,
+// non-ASCII letters) do not make a record a candidate; an escaped letter of
+// the marker, or an escape that could build one at a deeper level, does.
+//
+// Compressed payloads hide everything, so they are never prefiltered as they
+// are: a value that is gzip, or base64 of gzip, is decompressed first and
+// the prefilter runs on the result. Base64 of gzip always starts with "H4sI"
+// (the gzip magic 1f 8b 08), so JSON holding one (the awslogs wrapper)
+// contains "H4sI", or by the claim above a suspect escape.
 var (
 	marker       = []byte("AWSCompromisedKeyQuarantine")
 	escapeU      = []byte(`\u`)
@@ -33,10 +45,55 @@ var (
 	markerAfter  = marker[bytes.IndexByte(marker, 'Q'):] // "Quarantine"
 )
 
+// suspect is the set S of the claim above: the code points whose \u escape
+// could spell the marker, or help build it at a deeper level.
+var suspect = func() (s [128]bool) {
+	for _, c := range []byte(string(marker) + `\u0123456789abcdefABCDEF`) {
+		s[c] = true
+	}
+	return s
+}()
+
 // mayMatch reports whether the JSON text b can hold a matching event, or a
 // compressed payload that can. See the soundness argument above.
 func mayMatch(b []byte) bool {
-	return containsMarker(b) || bytes.Contains(b, escapeU) || bytes.Contains(b, base64Gzip)
+	return containsMarker(b) || hasSuspectEscape(b) || bytes.Contains(b, base64Gzip)
+}
+
+// hasSuspectEscape reports whether some `\u` in b, wherever it starts, is
+// not followed by four hex digits naming a code point outside suspect.
+func hasSuspectEscape(b []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(b[i:], escapeU)
+		if j < 0 {
+			return false
+		}
+		i += j + len(escapeU)
+		if i+4 > len(b) {
+			return true
+		}
+		cp, ok := hex4(b[i : i+4])
+		if !ok || cp < 0x80 && suspect[cp] {
+			return true
+		}
+	}
+}
+
+func hex4(h []byte) (rune, bool) {
+	var r rune
+	for _, c := range h {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // containsMarker is bytes.Contains(b, marker), anchored on 'Q': the rarest

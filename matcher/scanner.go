@@ -2,11 +2,11 @@ package matcher
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/gzip"
 	"io"
 	"unicode/utf8"
 )
@@ -40,6 +40,9 @@ func (s *Scanner) Match(value []byte, dst []Finding) Result {
 const gzipMagic = "\x1f\x8b"
 
 func (s *Scanner) match(value []byte, res *Result) {
+	// wantLogEvents is set when the payload came out of an awslogs wrapper,
+	// which holds nothing but a CloudWatch Logs payload.
+	wantLogEvents := false
 	if len(value) > s.m.maxValueBytes {
 		res.fail(inputError(ErrTooLarge, -1, -1, "value is %d bytes, limit %d", len(value), s.m.maxValueBytes))
 		return
@@ -60,6 +63,17 @@ func (s *Scanner) match(value []byte, res *Result) {
 			return
 		}
 		text = trimSpace(inflated)
+	case canonicalAWSLogs(text) != nil:
+		// The awslogs wrapper as AWS writes it: its data is taken without
+		// a JSON decode, and the payload is prefiltered like any other.
+		res.Shape = ShapeCloudWatchLogs
+		inflated, err := s.gunzipBase64(canonicalAWSLogs(text))
+		if err != nil {
+			res.fail(err)
+			return
+		}
+		text = trimSpace(inflated)
+		wantLogEvents = true
 	}
 	if len(text) == 0 || text[0] != '{' || text[len(text)-1] != '}' {
 		res.fail(inputError(ErrMalformedJSON, -1, -1, "not a whole JSON object: %s", describeEnds(text)))
@@ -68,7 +82,7 @@ func (s *Scanner) match(value []byte, res *Result) {
 	if s.skip(text) {
 		return
 	}
-	s.decodeValue(text, res)
+	s.decodeValue(text, res, wantLogEvents)
 }
 
 // skip applies the prefilter, unless every value is to be validated.
@@ -81,7 +95,7 @@ func (s *Scanner) skip(text []byte) bool {
 }
 
 // decodeValue validates JSON text and evaluates every event in it.
-func (s *Scanner) decodeValue(text []byte, res *Result) {
+func (s *Scanner) decodeValue(text []byte, res *Result, wantLogEvents bool) {
 	if err := validate(text, -1); err != nil {
 		res.fail(err)
 		return
@@ -94,6 +108,10 @@ func (s *Scanner) decodeValue(text []byte, res *Result) {
 	top, ok := decodeObject(text)
 	if !ok {
 		res.fail(inputError(ErrMalformedJSON, -1, -1, "decoder rejected validated JSON"))
+		return
+	}
+	if wantLogEvents && !top.has("logEvents") {
+		res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a CloudWatch Logs payload"))
 		return
 	}
 	s.dispatch(text, top, res)
@@ -308,4 +326,26 @@ func describeEnds(b []byte) string {
 		return fmt.Sprintf("%q", b)
 	}
 	return fmt.Sprintf("starts %q, ends %q", b[:n], b[len(b)-n:])
+}
+
+var (
+	awslogsPrefix = []byte(`{"awslogs":{"data":"`)
+	awslogsSuffix = []byte(`"}}`)
+)
+
+// canonicalAWSLogs returns the data of an awslogs wrapper written exactly as
+// {"awslogs":{"data":"<base64>"}}, or nil. Base64 has no character JSON
+// must escape, so for such text the full decoder would yield the same data;
+// any other spelling (spaces, more keys, escapes) takes the full decoder.
+// Characters that are not base64 fail the base64 decode, as they would
+// after a full decode.
+func canonicalAWSLogs(text []byte) []byte {
+	if !bytes.HasPrefix(text, awslogsPrefix) || !bytes.HasSuffix(text, awslogsSuffix) {
+		return nil
+	}
+	data := text[len(awslogsPrefix) : len(text)-len(awslogsSuffix)]
+	if bytes.IndexByte(data, '\\') >= 0 || bytes.IndexByte(data, '"') >= 0 {
+		return nil
+	}
+	return data
 }
