@@ -148,6 +148,8 @@ func matchCases(t testing.TB) []matchCase {
 		{name: "CloudWatch gzip", value: gz(cloudWatchPayload(other, q)), want: one(1)},
 		{name: "CloudWatch base64 of gzip", value: b64(gz(cloudWatchPayload(q))), want: one(0)},
 		{name: "CloudWatch awslogs wrapper", value: awslogs(cloudWatchPayload(other, other, q)), want: one(2)},
+		{name: "CloudWatch awslogs wrapper, data escaped", value: bytes.Replace(awslogs(cloudWatchPayload(q)), []byte(`"H4sI`), []byte(`"\u00484sI`), 1), want: one(0)},
+		{name: "CloudWatch awslogs wrapper, not canonical", value: bytes.Replace(awslogs(cloudWatchPayload(q)), []byte(`{"awslogs":`), []byte(`{ "awslogs" : `), 1), want: one(0)},
 		{name: "CloudWatch decoded", value: cloudWatchPayload(q), want: one(0)},
 		{name: "Agent message", value: agentEvent(q), want: one(0)},
 		{name: "CloudWatch control message is no record", value: gz([]byte(`{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1730419212758,"message":"CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}`)), validate: true},

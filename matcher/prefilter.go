@@ -11,9 +11,9 @@ import "bytes"
 //
 // Claim: if the bytes B (1) do not contain the marker literally, and (2)
 // every occurrence of `\u` in B, wherever it starts, is followed by four hex
-// digits naming a code point outside S (the marker's letters, the
-// backslash, 'u' and the hex digits), then no string decoded from B, nor
-// from JSON text inside such a string, contains the marker.
+// digits naming a code point outside S (the letters of the marker and of
+// "H4sI", the backslash, 'u' and the hex digits), then no string decoded
+// from B, nor from JSON text inside such a string, contains the marker.
 //
 // Proof, for one level of decoding D of B; induction carries it down:
 //   - Every character of D is a literal byte of B, the result of a short
@@ -35,8 +35,9 @@ import "bytes"
 // Compressed payloads hide everything, so they are never prefiltered as they
 // are: a value that is gzip, or base64 of gzip, is decompressed first and
 // the prefilter runs on the result. Base64 of gzip always starts with "H4sI"
-// (the gzip magic 1f 8b 08), so JSON holding one (the awslogs wrapper)
-// contains "H4sI", or by the claim above a suspect escape.
+// (the gzip magic 1f 8b 08). JSON holding one (the awslogs wrapper) holds it
+// in a decoded string, so by the same argument as for the marker (H, 4, s
+// and I are in S) its bytes contain "H4sI" literally or a suspect escape.
 var (
 	marker       = []byte("AWSCompromisedKeyQuarantine")
 	escapeU      = []byte(`\u`)
@@ -46,9 +47,9 @@ var (
 )
 
 // suspect is the set S of the claim above: the code points whose \u escape
-// could spell the marker, or help build it at a deeper level.
+// could spell the marker or "H4sI", or help build one at a deeper level.
 var suspect = func() (s [128]bool) {
-	for _, c := range []byte(string(marker) + `\u0123456789abcdefABCDEF`) {
+	for _, c := range []byte(string(marker) + string(base64Gzip) + `\u0123456789abcdefABCDEF`) {
 		s[c] = true
 	}
 	return s
@@ -63,7 +64,11 @@ func mayMatch(b []byte) bool {
 // hasSuspectEscape reports whether some `\u` in b, wherever it starts, is
 // not followed by four hex digits naming a code point outside suspect.
 func hasSuspectEscape(b []byte) bool {
-	for i := 0; ; {
+	i := bytes.IndexByte(b, '\\')
+	if i < 0 {
+		return false // most records: one memchr pass
+	}
+	for {
 		j := bytes.Index(b[i:], escapeU)
 		if j < 0 {
 			return false

@@ -23,6 +23,7 @@ func TestMayMatch(t *testing.T) {
 		{"escape not followed by hex", `{"m":"\\u\u0030051"}`, true},
 		{"escape cut short", `{"m":"\u00`, true},
 		{"base64 of gzip", `{"awslogs":{"data":"H4sIAAAAAAAA"}}`, true},
+		{"base64 of gzip, escaped", `{"awslogs":{"data":"\u00484sIAAAAAAAA"}}`, true},
 	} {
 		if got := mayMatch([]byte(c.text)); got != c.want {
 			t.Errorf("%s: mayMatch(%s) = %v, want %v", c.name, c.text, got, c.want)
