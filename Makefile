@@ -1,0 +1,44 @@
+# quarantine-watch: build, test, benchmark.
+
+GO ?= go
+KAFKA_IMAGE_TAG ?= quarantine-watch/kafka:4.1.1
+FUZZTIME ?= 10m
+
+.PHONY: all build test unit integration vet fuzz bench docker-up kafka-image
+
+all: vet test
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --tags --always --dirty 2>/dev/null || echo devel)" -o bin/quarantine-watch ./cmd/quarantine-watch
+
+vet:
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+# test is what CI runs: every test (fuzz seed corpora included) under the
+# race detector, and the integration suite against a real Kafka when Docker
+# or KAFKA_BROKERS is there (it says how to run it when neither is).
+test: vet
+	$(GO) test -count=1 -race -timeout 30m ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+integration:
+	$(GO) test -count=1 -v ./integration/...
+
+# fuzz runs each fuzz target for FUZZTIME.
+fuzz:
+	$(GO) test ./matcher/ -run '^$$' -fuzz '^FuzzMatcher$$' -fuzztime $(FUZZTIME)
+
+bench:
+	$(GO) test ./matcher/ -run '^$$' -bench . -benchmem -count 5
+
+# docker-up starts dockerd (host networking only) unless Docker answers.
+docker-up:
+	integration/kafkaimage/docker-up.sh
+
+# kafka-image builds $(KAFKA_IMAGE_TAG) from Debian and Maven packages, without
+# a container registry; it does nothing when the image exists.
+kafka-image:
+	integration/kafkaimage/build.sh $(KAFKA_IMAGE_TAG)

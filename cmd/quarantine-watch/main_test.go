@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+)
+
+var samples = filepath.Join("..", "..", "..", "shared", "samples")
+
+func runCmd(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// alertIDs checks each stdout line is an alert document and returns their
+// CloudTrail event ids.
+func eventIDs(t *testing.T, stdout string) []string {
+	t.Helper()
+	var ids []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		if line == "" {
+			continue
+		}
+		var doc struct {
+			Event struct{ Kind, ID string }
+			Rule  struct{ ID string }
+		}
+		if err := json.Unmarshal([]byte(line), &doc); err != nil {
+			t.Fatalf("stdout line is not JSON: %v\n%s", err, line)
+		}
+		if doc.Event.Kind != "alert" || doc.Rule.ID != matcher.ElasticQuarantineRule.ID {
+			t.Fatalf("not an alert of the rule: %s", line)
+		}
+		ids = append(ids, doc.Event.ID)
+	}
+	return ids
+}
+
+func TestScanSamples(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(samples, "*.json"))
+	if err != nil || len(files) != 10 {
+		t.Fatalf("samples: %v %v", files, err)
+	}
+	code, stdout, stderr := runCmd(t, "", append([]string{"scan"}, files...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	// Sample 02 is the one quarantine attachment; 09's message is truncated
+	// by its source and is reported with its file and position.
+	if ids := eventIDs(t, stdout); len(ids) != 1 || ids[0] != "e7bb4b23-66e1-4656-b607-f575fde3b790" {
+		t.Errorf("findings %v, want sample 02's event", ids)
+	}
+	if !strings.Contains(stderr, "09_cloudwatch_logs_subscription_decoded_cloudtrail_powertools_docs.json:1 (byte 0)") ||
+		!strings.Contains(stderr, "1 findings, 1 malformed") {
+		t.Errorf("stderr does not report the truncated sample 09 and the counts:\n%s", stderr)
+	}
+}
+
+func TestScanShapesAndFraming(t *testing.T) {
+	dir := t.TempDir()
+	record, err := os.ReadFile(filepath.Join(samples, "02_attach_user_policy_quarantine_v2_panther.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compact bytes.Buffer
+	json.Compact(&compact, record)
+	line := compact.String()
+	v3 := strings.Replace(strings.Replace(line, "QuarantineV2", "QuarantineV3", 1), "e7bb4b23", "00000003", 1)
+	v4 := strings.Replace(strings.Replace(line, "QuarantineV2", "QuarantineV4", 1), "e7bb4b23", "00000004", 1)
+
+	// One record per line, with a garbage line between: the garbage is
+	// reported with its line, the rest is read.
+	ndjson := filepath.Join(dir, "lines.json")
+	os.WriteFile(ndjson, []byte(line+"\nnot json at all\n"+v3+"\n"), 0o600)
+	// Concatenated documents in a gzip file, as an S3 log object would be.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"Records":[` + v4 + `]}` + line))
+	zw.Close()
+	gzFile := filepath.Join(dir, "objects.json.gz")
+	os.WriteFile(gzFile, gz.Bytes(), 0o600)
+
+	code, stdout, stderr := runCmd(t, v3, "scan", ndjson, gzFile, "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	got := strings.Join(eventIDs(t, stdout), ",")
+	want := "e7bb4b23-66e1-4656-b607-f575fde3b790,00000003-66e1-4656-b607-f575fde3b790,00000004-66e1-4656-b607-f575fde3b790,e7bb4b23-66e1-4656-b607-f575fde3b790,00000003-66e1-4656-b607-f575fde3b790"
+	if got != want {
+		t.Errorf("findings\n%s\nwant\n%s", got, want)
+	}
+	if !strings.Contains(stderr, "lines.json:2") {
+		t.Errorf("garbage line not reported with its line:\n%s", stderr)
+	}
+}
+
+func TestScanUnreadableFile(t *testing.T) {
+	code, _, stderr := runCmd(t, "", "scan", filepath.Join(t.TempDir(), "missing.json"))
+	if code != 1 || !strings.Contains(stderr, "missing.json") {
+		t.Errorf("exit %d, stderr %q: want 1 naming the file", code, stderr)
+	}
+}
+
+func TestBadSettingsAreNamed(t *testing.T) {
+	t.Setenv("QW_MAX_BATCH", "lots")
+	code, _, stderr := runCmd(t, "", "run")
+	if code != 2 || !strings.Contains(stderr, "QW_MAX_BATCH") {
+		t.Errorf("exit %d, stderr %q: want 2 naming QW_MAX_BATCH", code, stderr)
+	}
+	t.Setenv("QW_MAX_BATCH", "")
+	os.Unsetenv("QW_MAX_BATCH")
+	code, _, stderr = runCmd(t, "", "run", "--max-batch", "0")
+	if code != 1 || !strings.Contains(stderr, "--max-batch") {
+		t.Errorf("exit %d, stderr %q: want 1 naming --max-batch", code, stderr)
+	}
+	code, _, _ = runCmd(t, "", "frobnicate")
+	if code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := runCmd(t, "", "version")
+	if code != 0 || !strings.HasPrefix(stdout, "quarantine-watch ") {
+		t.Errorf("exit %d, stdout %q", code, stdout)
+	}
+}
+
+// TestDemo runs the embedded default as a new user does, for a few seconds.
+func TestDemo(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "", "demo", "--duration", "4s", "--rate", "3000", "--quarantine-rate", "0.005", "--log-level", "error")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	ids := eventIDs(t, stdout)
+	if len(ids) == 0 {
+		t.Fatalf("no findings printed; stderr:\n%s", stderr)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Errorf("finding %s printed twice", id)
+		}
+		seen[id] = true
+	}
+	if !strings.Contains(stderr, "records produced") || !strings.Contains(stderr, "findings") {
+		t.Errorf("no summary on stderr:\n%s", stderr)
+	}
+}
