@@ -38,6 +38,17 @@ var knownClasses = map[string]bool{
 // input, and the dead letter must stay producible however large that was.
 const maxErrorHeader = 1024
 
+// MaxDeadLetterValue caps a dead letter's value below Kafka's default
+// max.message.bytes (1 MiB), so that a poison record too large for the
+// dead-letter topic cannot stall the group by failing every transaction.
+// A longer value is cut, and the header value-truncated gives its length;
+// the source headers still point at the whole record.
+const MaxDeadLetterValue = 960 << 10
+
+// HeaderValueTruncated is set on a dead letter whose value was cut to
+// MaxDeadLetterValue; its value is the original length.
+const HeaderValueTruncated = "value-truncated"
+
 // Classify returns the error class of err, one of the Class constants.
 //
 // The matcher decides: the first error in err's chain (errors.As) that has
@@ -96,18 +107,23 @@ func DeadLetter(value, key []byte, src Source, cause error, topic string) *kgo.R
 	if len(msg) > maxErrorHeader {
 		msg = msg[:maxErrorHeader]
 	}
+	var truncated []kgo.RecordHeader
+	if len(value) > MaxDeadLetterValue {
+		truncated = append(truncated, kgo.RecordHeader{Key: HeaderValueTruncated, Value: strconv.AppendInt(nil, int64(len(value)), 10)})
+		value = value[:MaxDeadLetterValue]
+	}
 	return &kgo.Record{
 		Topic: topic,
 		// Copies, because the caller may reuse its buffers once the
 		// record is handed to the client, and produce is asynchronous.
 		Key:   bytes.Clone(key),
 		Value: bytes.Clone(value),
-		Headers: []kgo.RecordHeader{
+		Headers: append([]kgo.RecordHeader{
 			{Key: HeaderError, Value: []byte(msg)},
 			{Key: HeaderErrorClass, Value: []byte(Classify(cause))},
 			{Key: HeaderSourceTopic, Value: []byte(src.Topic)},
 			{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(src.Partition), 10)},
 			{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, src.Offset, 10)},
-		},
+		}, truncated...),
 	}
 }

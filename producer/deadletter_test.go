@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -163,4 +164,27 @@ func allBytes() []byte {
 		b[i] = byte(i)
 	}
 	return b
+}
+
+func TestDeadLetterTruncatesHugeValues(t *testing.T) {
+	huge := bytes.Repeat([]byte("x"), MaxDeadLetterValue+100)
+	r := DeadLetter(huge, nil, Source{Topic: "cloudtrail", Partition: 1, Offset: 2}, errors.New("too large"), "dlq")
+	if len(r.Value) != MaxDeadLetterValue {
+		t.Errorf("value is %d bytes, want %d", len(r.Value), MaxDeadLetterValue)
+	}
+	var got string
+	for _, h := range r.Headers {
+		if h.Key == HeaderValueTruncated {
+			got = string(h.Value)
+		}
+	}
+	if got != strconv.Itoa(len(huge)) {
+		t.Errorf("%s header = %q, want %d", HeaderValueTruncated, got, len(huge))
+	}
+	small := DeadLetter([]byte("{"), nil, Source{}, errors.New("x"), "dlq")
+	for _, h := range small.Headers {
+		if h.Key == HeaderValueTruncated {
+			t.Error("a small value is marked truncated")
+		}
+	}
 }
