@@ -14,11 +14,11 @@ import (
 // "{key=value, ...}" text, and event.original is the record as delivered.
 func (g *Generator) appendECS(dst []byte) []byte {
 	format := g.drawFormat()
-	st := g.plan(g.drawKind(), capFor(format, 2000))
+	st := g.plan(g.drawKind(), capFor(format, 1500))
 	g.addEvent(st)
 	g.raw = g.appendCloudTrail(g.raw[:0], st)
 	var params []byte
-	if g.hasParamsInSpan {
+	if g.paramsSeen {
 		params = g.raw[g.paramsSpan[0]:g.paramsSpan[1]]
 		if string(params) == "null" {
 			params = nil

@@ -77,14 +77,14 @@ func (s Shape) Envelope() Shape {
 // mostly single records, a few percent of each other shape.
 func DefaultShapes() map[Shape]float64 {
 	return map[Shape]float64{
-		ShapeRecord:            0.80,
-		ShapeS3Object:          0.05,
-		ShapeEventBridge:       0.05,
-		ShapeCloudWatchLogs:    0.01,
-		ShapeCloudWatchGzip:    0.01,
-		ShapeCloudWatchBase64:  0.01,
-		ShapeCloudWatchAWSLogs: 0.01,
-		ShapeAgentMessage:      0.03,
+		ShapeRecord:            0.83,
+		ShapeS3Object:          0.04,
+		ShapeEventBridge:       0.04,
+		ShapeCloudWatchLogs:    0.005,
+		ShapeCloudWatchGzip:    0.005,
+		ShapeCloudWatchBase64:  0.005,
+		ShapeCloudWatchAWSLogs: 0.005,
+		ShapeAgentMessage:      0.04,
 		ShapeECS:               0.03,
 	}
 }
@@ -251,6 +251,8 @@ type Event struct {
 // Record is one Kafka record value and what it holds.
 type Record struct {
 	Value []byte
+	// Shape is the delivery shape; for a malformed value, the shape it
+	// imitates (ShapeUnknown for empty and non-JSON text).
 	Shape Shape
 	// Events are the CloudTrail events in Value, in order; empty when
 	// Malformed, and for a CloudWatch Logs CONTROL_MESSAGE.
@@ -275,26 +277,32 @@ func (r Record) Positives() []string {
 // goroutine its own, with its own seed.
 type Generator struct {
 	cfg      Config
+	src      *rand.PCG // the source of rng, for bits without the interface call
 	rng      *rand.Rand
-	idRng    *rand.Rand
+	idRng    *rand.PCG
 	shapeCum [numShapes]float64
 	opCum    []int
 
-	ms              int64 // current event time, Unix milliseconds
-	timeSec         int64 // second of timeBuf
-	timeBuf         [20]byte
-	ids             string // a chunk of pre-made eventIDs
-	idPos           int
-	events          []Event
-	ev              eventState
-	raw, aux, fill  []byte
-	flat            []byte
-	gz              *gzip.Writer
-	gzOut           appendWriter
-	fieldOrderBuf   [numFields - 1]field
-	paramsInFill    bool
-	paramsSpan      [2]int
-	hasParamsInSpan bool
+	ms      int64 // current event time, Unix milliseconds
+	timeSec int64 // the second formatted in timeBuf
+	timeBuf [20]byte
+	ids     string // a chunk of pre-made eventIDs
+	idPos   int
+	events  []Event
+	ev      eventState
+
+	// Scratch buffers, reused from record to record: raw holds a record
+	// that goes inside another document, aux a document before it is
+	// reformatted or compressed, fill the growing field of a record, flat
+	// the flattened request parameters of an ECS document, out Next's value.
+	raw, aux, fill, flat, out []byte
+	gz                        *gzip.Writer
+	gzOut                     appendWriter
+	fieldOrderBuf             [numFields - 1]field
+	// paramsSpan is where the last record's requestParameters value is,
+	// if paramsSeen.
+	paramsSpan [2]int
+	paramsSeen bool
 }
 
 // New returns a Generator for cfg. It panics if cfg.Validate fails: check
@@ -305,23 +313,29 @@ func New(cfg Config) *Generator {
 	}
 	g := &Generator{
 		cfg:   cfg,
-		rng:   rand.New(rand.NewPCG(uint64(cfg.Seed), 0x9e3779b97f4a7c15)),
-		idRng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0xd1b54a32d192ed03)),
+		src:   rand.NewPCG(uint64(cfg.Seed), 0x9e3779b97f4a7c15),
+		idRng: rand.NewPCG(uint64(cfg.Seed), 0xd1b54a32d192ed03),
 	}
+	g.rng = rand.New(g.src)
 	shapes := cfg.Shapes
 	if shapes == nil {
 		shapes = DefaultShapes()
 	}
-	sum := 0.0
+	sum, last := 0.0, ShapeRecord
 	for s := Shape(0); s < numShapes; s++ {
 		sum += shapes[s]
+		if shapes[s] > 0 {
+			last = s
+		}
 	}
 	acc := 0.0
 	for s := Shape(0); s < numShapes; s++ {
 		acc += shapes[s]
 		g.shapeCum[s] = acc / sum
+		if s >= last {
+			g.shapeCum[s] = 1 // no rounding gap at the end
+		}
 	}
-	g.shapeCum[numShapes-1] = 1
 	g.opCum = make([]int, len(operations))
 	n := 0
 	for i := range operations {
@@ -341,7 +355,9 @@ func New(cfg Config) *Generator {
 
 // Next returns the next record, with Value and Events owned by the caller.
 func (g *Generator) Next() Record {
-	r := g.AppendNext(nil)
+	r := g.AppendNext(g.out[:0])
+	g.out = r.Value
+	r.Value = append([]byte(nil), r.Value...)
 	r.Events = append([]Event(nil), r.Events...)
 	return r
 }

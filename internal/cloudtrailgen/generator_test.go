@@ -80,8 +80,8 @@ func TestAgainstNaiveOracle(t *testing.T) {
 		cfg  Config
 		n    int
 	}{
-		{"default mix", Config{Seed: 1, QuarantineRate: 0.05, NearMissRate: 0.2, MalformedRate: 0.02}, 20000},
-		{"all shapes", Config{Seed: 2, QuarantineRate: 0.1, NearMissRate: 0.4, MalformedRate: 0.05, Shapes: allShapes()}, 20000},
+		{"default mix", Config{Seed: 1, QuarantineRate: 0.05, NearMissRate: 0.2, MalformedRate: 0.02}, 10000},
+		{"all shapes", Config{Seed: 2, QuarantineRate: 0.1, NearMissRate: 0.4, MalformedRate: 0.05, Shapes: allShapes()}, 10000},
 	}
 	for s := ShapeRecord; s < numShapes; s++ {
 		cases = append(cases, struct {
@@ -149,7 +149,7 @@ func TestAgainstNaiveOracle(t *testing.T) {
 					t.Errorf("no record of shape %v", s)
 				}
 			}
-			if tc.n >= 20000 {
+			if tc.n >= 10000 {
 				for k := Noise; k < numKinds; k++ {
 					if kinds[k] == 0 {
 						t.Errorf("no event of kind %v", k)
@@ -184,14 +184,15 @@ func TestShapeRates(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		shapes map[Shape]float64
+		n      int
 	}{
-		{"default", nil},
-		{"all equal", allShapes()},
-		{"two", map[Shape]float64{ShapeRecord: 3, ShapeECS: 1}},
-		{"one", map[Shape]float64{ShapeCloudWatchAWSLogs: 0.5}},
+		{"default", nil, 100000},
+		{"all equal", allShapes(), 30000},
+		{"two", map[Shape]float64{ShapeRecord: 3, ShapeECS: 1}, 30000},
+		{"one", map[Shape]float64{ShapeAgentMessage: 0.5}, 10000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			const n = 100000
+			n := tc.n
 			g := New(Config{Seed: 4, Shapes: tc.shapes, MalformedRate: 0.01})
 			counts := map[Shape]int{}
 			wellFormed := 0
@@ -270,8 +271,8 @@ func TestSizes(t *testing.T) {
 		minSize, maxSize   int
 		checkMin, checkMax bool
 	}{
-		{"single records", map[Shape]float64{ShapeRecord: 1}, 1400, 1600, 500, 5000, true, true},
-		{"default mix", nil, 1400, 1700, 0, 0, false, false},
+		{"single records", map[Shape]float64{ShapeRecord: 1}, 1400, 1600, 512, 5000, true, true},
+		{"default mix", nil, 1500, 1800, 0, 0, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 100000
@@ -305,7 +306,7 @@ func TestSizes(t *testing.T) {
 var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 func TestEventIDsAndTimes(t *testing.T) {
-	g := New(Config{Seed: 8, QuarantineRate: 0.1, NearMissRate: 0.1, Shapes: allShapes()})
+	g := New(Config{Seed: 8, QuarantineRate: 0.1, NearMissRate: 0.1})
 	ids := map[string]bool{}
 	for len(ids) < 200000 {
 		r := g.Next()

@@ -1,9 +1,6 @@
 package cloudtrailgen
 
-import (
-	"math"
-	"slices"
-)
+import "slices"
 
 // A record is made in two steps: plan draws every choice that more than one
 // shape needs (who called what, ids, errors, escapes) into an eventState,
@@ -140,20 +137,34 @@ type eventState struct {
 	escUpper bool
 }
 
-// Record size model: log-normal targets, so most records are near 1 KB with
-// a long tail, capped so a single record stays under 5 KB.
+// Record size model: targets are log-normal (median 800 B, sigma 0.62), so
+// most records are near their operation's natural size, about 1–1.5 KB,
+// with a long tail. The distribution is a table of its quantiles rather
+// than math.Exp of a normal draw, so a seed gives the same records on every
+// architecture (float rounding and fused multiply-adds differ).
+var sizeQuantiles = [...]int{
+	154, 196, 223, 243, 260, 276, 290, 303, 315, 327, 338, 348, 358, 368, 378, 387,
+	397, 406, 415, 423, 432, 441, 449, 457, 466, 474, 482, 490, 498, 506, 515, 523,
+	531, 539, 547, 555, 563, 571, 579, 587, 595, 603, 611, 619, 628, 636, 644, 652,
+	661, 669, 678, 686, 695, 704, 712, 721, 730, 739, 748, 757, 767, 776, 786, 795,
+	805, 815, 825, 835, 845, 855, 866, 877, 887, 898, 910, 921, 933, 944, 956, 969,
+	981, 994, 1007, 1020, 1033, 1047, 1061, 1076, 1091, 1106, 1121, 1137, 1154, 1171, 1188, 1206,
+	1225, 1244, 1264, 1284, 1305, 1327, 1350, 1374, 1399, 1425, 1453, 1481, 1512, 1544, 1578, 1614,
+	1652, 1693, 1738, 1786, 1838, 1896, 1960, 2032, 2113, 2208, 2320, 2457, 2633, 2876, 3261, 4162,
+}
+
 const (
-	sizeMedian = 880
-	sizeSigma  = 0.62
-	maxSingle  = 4900
+	sizeTail  = 6000 // the top quantile's bin reaches this far
+	maxSingle = 4900 // a single record stays under 5 KB
 )
 
 func (g *Generator) drawSize(max int) int {
-	v := sizeMedian * math.Exp(sizeSigma*g.rng.NormFloat64())
-	if v > float64(max) {
-		return max
+	i := g.rng.IntN(len(sizeQuantiles))
+	lo, hi := sizeQuantiles[i], sizeTail
+	if i+1 < len(sizeQuantiles) {
+		hi = sizeQuantiles[i+1]
 	}
-	return int(v)
+	return min(lo+g.rng.IntN(hi-lo+1), max)
 }
 
 func pick[T any](g *Generator, s []T) T { return s[g.rng.IntN(len(s))] }
@@ -522,7 +533,7 @@ func (g *Generator) appendCloudTrail(b []byte, st *eventState) []byte {
 	start := len(b)
 	b = append(b, '{')
 	fill, fillAt, fillFirst := st.op.fill, -1, false
-	g.paramsInFill, g.hasParamsInSpan = false, false
+	g.paramsSeen = false
 	first := true
 	for _, f := range g.fieldOrder(st) {
 		if !st.has(f) {
@@ -540,15 +551,14 @@ func (g *Generator) appendCloudTrail(b []byte, st *eventState) []byte {
 	}
 	b = append(b, '}')
 	if fillAt >= 0 {
-		budget := st.size - (len(b) - start) - 24
+		budget := st.size - (len(b) - start) - 24 // less the key and a little slack
 		fb := g.fill[:0]
 		if !fillFirst {
 			fb = append(fb, ',')
 		}
-		g.paramsInFill = fill == fRequestParameters
 		fb = g.appendField(fb, fill, st, budget)
 		g.fill = fb
-		if g.paramsInFill {
+		if fill == fRequestParameters {
 			g.paramsSpan[0] += fillAt
 			g.paramsSpan[1] += fillAt
 		} else if g.paramsSpan[0] >= fillAt {
@@ -624,7 +634,7 @@ func (g *Generator) appendField(b []byte, f field, st *eventState, budget int) [
 		g.paramsSpan[0] = len(b)
 		b = g.appendValue(b, op.params, st, budget)
 		g.paramsSpan[1] = len(b)
-		g.hasParamsInSpan = true
+		g.paramsSeen = true
 	case fResponseElements:
 		b = g.appendValue(key(b, "responseElements"), op.response, st, budget)
 	case fAdditionalEventData:

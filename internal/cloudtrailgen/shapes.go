@@ -94,11 +94,11 @@ func (g *Generator) appendS3Object(dst []byte) []byte {
 		b = g.aux[:0]
 	}
 	b = append(b, `{"Records":[`...)
-	for i, n := 0, 1+g.rng.IntN(4); i < n; i++ {
+	for i, n := 0, 1+g.rng.IntN(3); i < n; i++ {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b, _ = g.record(b, capFor(format, 2500))
+		b, _ = g.record(b, capFor(format, 1800))
 	}
 	b = append(b, "]}"...)
 	if format == formatCompact {
@@ -170,12 +170,12 @@ func (g *Generator) appendCloudWatch(b []byte) []byte {
 	b = append(b, "_CloudTrail_"...)
 	b = append(b, region...)
 	b = append(b, `","subscriptionFilters":["cloudtrail-to-kafka"],"logEvents":[`...)
-	for i, n := 0, 1+g.rng.IntN(3); i < n; i++ {
+	for i, n := 0, 1+g.rng.IntN(2); i < n; i++ {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		var st *eventState
-		g.raw, st = g.record(g.raw[:0], 2000)
+		g.raw, st = g.record(g.raw[:0], 1800)
 		b = append(b, `{"id":"`...)
 		b = append(b, byte('1'+g.rng.IntN(9)))
 		b = g.digits(b, 55)

@@ -18,32 +18,29 @@ const (
 	b64      = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 )
 
-// appendRandom appends n characters of alphabet, whose length must be a
-// power of two no larger than 64.
-func appendRandom(b []byte, r *rand.Rand, n int, alphabet string) []byte {
-	mask := uint64(len(alphabet) - 1)
-	bits := 0
-	for m := mask; m > 0; m >>= 1 {
-		bits++
-	}
-	var u uint64
-	left := 0
-	for range n {
-		if left < bits {
-			u, left = r.Uint64(), 64
+// appendRandom appends n characters of alphabet, whose length must be
+// 1<<bits, drawing 64 bits at a time.
+func appendRandom(b []byte, src *rand.PCG, n int, alphabet string, bits uint) []byte {
+	l := len(b)
+	b = slices.Grow(b, n)[:l+n]
+	out := b[l:]
+	mask := uint64(1)<<bits - 1
+	for i := 0; i < n; {
+		u := src.Uint64()
+		for k := 64 / bits; k > 0 && i < n; k-- {
+			out[i] = alphabet[u&mask]
+			u >>= bits
+			i++
 		}
-		b = append(b, alphabet[u&mask])
-		u >>= bits
-		left -= bits
 	}
 	return b
 }
 
-func (g *Generator) hex(b []byte, n int) []byte    { return appendRandom(b, g.rng, n, hexLower) }
-func (g *Generator) upHex(b []byte, n int) []byte  { return appendRandom(b, g.rng, n, hexUpper) }
-func (g *Generator) keyID(b []byte, n int) []byte  { return appendRandom(b, g.rng, n, base32) }
-func (g *Generator) alnum(b []byte, n int) []byte  { return appendRandom(b, g.rng, n, alnum) }
-func (g *Generator) base64(b []byte, n int) []byte { return appendRandom(b, g.rng, n, b64) }
+func (g *Generator) hex(b []byte, n int) []byte    { return appendRandom(b, g.src, n, hexLower, 4) }
+func (g *Generator) upHex(b []byte, n int) []byte  { return appendRandom(b, g.src, n, hexUpper, 4) }
+func (g *Generator) keyID(b []byte, n int) []byte  { return appendRandom(b, g.src, n, base32, 5) }
+func (g *Generator) alnum(b []byte, n int) []byte  { return appendRandom(b, g.src, n, alnum, 6) }
+func (g *Generator) base64(b []byte, n int) []byte { return appendRandom(b, g.src, n, b64, 6) }
 
 func (g *Generator) digits(b []byte, n int) []byte {
 	for range n {
@@ -53,7 +50,7 @@ func (g *Generator) digits(b []byte, n int) []byte {
 }
 
 // appendUUID appends a random version 4 UUID.
-func appendUUID(b []byte, r *rand.Rand) []byte {
+func appendUUID(b []byte, r *rand.PCG) []byte {
 	hi, lo := r.Uint64(), r.Uint64()
 	hi = hi&^(0xf<<12) | 4<<12   // version 4
 	lo = lo&^(0x3<<62) | 0x2<<62 // variant 10
@@ -72,7 +69,7 @@ func appendUUID(b []byte, r *rand.Rand) []byte {
 	return b
 }
 
-func (g *Generator) uuid(b []byte) []byte { return appendUUID(b, g.rng) }
+func (g *Generator) uuid(b []byte) []byte { return appendUUID(b, g.src) }
 
 // appendTime appends the Unix second sec as "2006-01-02T15:04:05Z", without
 // the cost of time.Time (the civil-from-days algorithm of H. Hinnant).
