@@ -22,6 +22,9 @@ var (
 	// ErrDecoderPanic: the JSON decoder panicked on the value (goccy/go-json
 	// has open crash bugs on malformed input); the panic was recovered.
 	ErrDecoderPanic = errors.New("decoder panic")
+	// ErrInternal: the matcher itself panicked on the value, a bug; the
+	// panic was recovered so the value can be set aside and looked at.
+	ErrInternal = errors.New("internal error")
 )
 
 var errorClasses = map[error]string{
@@ -31,6 +34,7 @@ var errorClasses = map[error]string{
 	ErrBadCompression: "bad_compression",
 	ErrUnknownShape:   "unknown_shape",
 	ErrDecoderPanic:   "decoder_panic",
+	ErrInternal:       "internal_error",
 }
 
 // InputError says why a record value, or one event inside it, could not be

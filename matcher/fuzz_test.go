@@ -36,6 +36,9 @@ func FuzzMatcher(f *testing.F) {
 		want, malformed := reference(value, fast.rules, fast.maxValueBytes, fast.maxDecodedBytes)
 
 		res := fastScanner.Match(value, nil)
+		if errors.Is(res.Err, ErrInternal) {
+			t.Fatalf("matcher panicked: %v", res.Err)
+		}
 		if got := findingsOf(res); !slices.Equal(got, want) {
 			t.Fatalf("fast path findings %v, reference %v", got, want)
 		}

@@ -30,9 +30,17 @@ func (m *Matcher) NewScanner() *Scanner { return &Scanner{m: m} }
 
 // Match evaluates one record value. Findings are appended to dst[:0], which
 // lets a caller reuse the slice across values.
-func (s *Scanner) Match(value []byte, dst []Finding) Result {
-	res := Result{Findings: dst[:0]}
+func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
+	res = Result{Findings: dst[:0]}
 	s.screened = false
+	// A bug here must not take the service down with it: the value is
+	// reported as the matcher's fault and goes to the dead-letter topic.
+	defer func() {
+		if p := recover(); p != nil {
+			res.Findings = res.Findings[:0]
+			res.Err = inputError(ErrInternal, -1, -1, "%v", p)
+		}
+	}()
 	s.match(value, &res)
 	return res
 }
@@ -340,7 +348,7 @@ var (
 // Characters that are not base64 fail the base64 decode, as they would
 // after a full decode.
 func canonicalAWSLogs(text []byte) []byte {
-	if !bytes.HasPrefix(text, awslogsPrefix) || !bytes.HasSuffix(text, awslogsSuffix) {
+	if len(text) < len(awslogsPrefix)+len(awslogsSuffix) || !bytes.HasPrefix(text, awslogsPrefix) || !bytes.HasSuffix(text, awslogsSuffix) {
 		return nil
 	}
 	data := text[len(awslogsPrefix) : len(text)-len(awslogsSuffix)]

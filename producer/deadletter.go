@@ -21,6 +21,7 @@ const (
 	ClassBadCompression = "bad_compression"
 	ClassUnknownShape   = "unknown_shape"
 	ClassDecoderPanic   = "decoder_panic"
+	ClassInternal       = "internal_error"
 	ClassUnknown        = "unknown"
 )
 
@@ -31,6 +32,7 @@ var knownClasses = map[string]bool{
 	ClassBadCompression: true,
 	ClassUnknownShape:   true,
 	ClassDecoderPanic:   true,
+	ClassInternal:       true,
 	ClassUnknown:        true,
 }
 
