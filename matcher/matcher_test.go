@@ -200,7 +200,7 @@ func matchCases(t testing.TB) []matchCase {
 		{name: "nested 100,000 deep", value: deep, err: ErrMalformedJSON},
 		{name: "gzip magic, garbage body", value: []byte("\x1f\x8b\x08\x00garbage"), err: ErrBadCompression},
 		{name: "base64 prefix, garbage", value: []byte("H4sI!!!!"), err: ErrBadCompression},
-		{name: "awslogs prefix and suffix overlapping (found by fuzzing)", value: []byte(`{"awslogs":{"data":"}}`), err: ErrMalformedJSON},
+		{name: "awslogs prefix and suffix overlapping (found by fuzzing)", value: []byte(`{"awslogs":{"data":"}}`), validate: true, err: ErrMalformedJSON},
 		{name: "awslogs with bad base64", value: []byte(`{"awslogs":{"data":"H4sI%%%%"}}`), err: ErrBadCompression},
 		{name: "over the size limit", value: append(q, bytes.Repeat([]byte(" "), DefaultMaxValueBytes)...), err: ErrTooLarge},
 		{name: "unknown shape with the marker", value: []byte(`{"note":"AWSCompromisedKeyQuarantine"}`), err: ErrUnknownShape},
