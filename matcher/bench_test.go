@@ -163,6 +163,12 @@ func BenchmarkNonMatchingValidated(b *testing.B) {
 	benchMatcher(b, nonMatching, matcher.Config{Validate: true})
 }
 
+// BenchmarkNonMatchingAllRules is BenchmarkNonMatching with every companion
+// rule enabled: the prefilter also searches the legacy inline policy name.
+func BenchmarkNonMatchingAllRules(b *testing.B) {
+	benchMatcher(b, nonMatching, matcher.Config{Rules: matcher.AllRules})
+}
+
 // BenchmarkScanBound is one IndexByte pass over the same bytes.
 func BenchmarkScanBound(b *testing.B) { benchBound(b, nonMatching) }
 

@@ -87,8 +87,8 @@ func (r *record) failed() bool { return r.f.present("errorCode") || r.f.present(
 // agree.
 func (r *record) requestParametersContain(s []byte) bool {
 	raw := r.f["requestParameters"]
-	if !mayMatch(raw) {
-		return false
+	if !bytes.Contains(raw, s) && !hasSuspectEscape(raw) {
+		return false // by the prefilter's argument, no decoded string holds s
 	}
 	var v any
 	if err := gojson.Unmarshal(raw, &v); err != nil {

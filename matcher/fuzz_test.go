@@ -29,11 +29,21 @@ func FuzzMatcher(f *testing.F) {
 			f.Add(c.value)
 		}
 	}
-	fast := mustNew(f, Config{})
-	strict := mustNew(f, Config{Validate: true})
-	fastScanner, strictScanner := fast.NewScanner(), strict.NewScanner()
+	for _, c := range companionCases(f) {
+		f.Add(c.value)
+	}
+	// The default rule alone (its own prefilter), and every rule.
+	fastDefault := mustNew(f, Config{})
+	fast := mustNew(f, Config{Rules: AllRules})
+	strict := mustNew(f, Config{Rules: AllRules, Validate: true})
+	defaultScanner, fastScanner, strictScanner := fastDefault.NewScanner(), fast.NewScanner(), strict.NewScanner()
 	f.Fuzz(func(t *testing.T, value []byte) {
 		want, malformed := reference(value, fast.rules, fast.maxValueBytes, fast.maxDecodedBytes)
+
+		wantDefault, _ := reference(value, fastDefault.rules, fast.maxValueBytes, fast.maxDecodedBytes)
+		if got := findingsOf(defaultScanner.Match(value, nil)); !slices.Equal(got, wantDefault) {
+			t.Fatalf("default rule: fast path findings %v, reference %v", got, wantDefault)
+		}
 
 		res := fastScanner.Match(value, nil)
 		if errors.Is(res.Err, ErrInternal) {

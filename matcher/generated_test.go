@@ -52,3 +52,51 @@ func TestGeneratedTraffic(t *testing.T) {
 		t.Fatalf("too few cases: %d positives, %d malformed", positives, malformed)
 	}
 }
+
+// ruleOfKind is the rule that must report an event of each kind when every
+// rule is enabled; kinds not listed are reported by none.
+var ruleOfKind = map[cloudtrailgen.Kind]*matcher.Rule{
+	cloudtrailgen.Quarantine:                  matcher.ElasticQuarantineRule,
+	cloudtrailgen.EmptyErrorCode:              matcher.ElasticQuarantineRule,
+	cloudtrailgen.EscapedQuarantine:           matcher.ElasticQuarantineRule,
+	cloudtrailgen.FailedQuarantineAttach:      matcher.QuarantineAttachFailedRule,
+	cloudtrailgen.QuarantineDetach:            matcher.QuarantineDetachedRule,
+	cloudtrailgen.QuarantineRoleOrGroupAttach: matcher.QuarantineRoleOrGroupRule,
+	cloudtrailgen.LegacyInlineQuarantine:      matcher.LegacyInlineQuarantineRule,
+}
+
+// TestGeneratedTrafficAllRules checks every companion rule against the
+// generator's ground truth, in every shape it makes.
+func TestGeneratedTrafficAllRules(t *testing.T) {
+	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 43, QuarantineRate: 0.02, NearMissRate: 0.2, MalformedRate: 0.01})
+	m, err := matcher.New(matcher.Config{Rules: matcher.AllRules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewScanner()
+	perRule := map[string]int{}
+	for i := range 20000 {
+		r := gen.Next()
+		var want []string
+		for _, e := range r.Events {
+			if rule := ruleOfKind[e.Kind]; rule != nil {
+				want = append(want, rule.Key+"/"+e.EventID)
+			}
+		}
+		res := s.Match(r.Value, nil)
+		var got []string
+		for _, f := range res.Findings {
+			got = append(got, f.Rule.Key+"/"+f.Event.EventID)
+			perRule[f.Rule.Key]++
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("record %d (%v): findings %v, want %v\n%s", i, r.Shape, got, want, r.Value)
+		}
+	}
+	for _, rule := range matcher.AllRules {
+		if perRule[rule.Key] < 20 {
+			t.Errorf("rule %s found only %d times: too few to prove anything", rule.Key, perRule[rule.Key])
+		}
+	}
+	t.Logf("findings per rule: %v", perRule)
+}

@@ -47,6 +47,7 @@ type Config struct {
 // Matcher holds the immutable configuration shared by all Scanners.
 type Matcher struct {
 	rules           []*Rule
+	prefilter       prefilter
 	maxValueBytes   int
 	maxDecodedBytes int
 	validate        bool
@@ -63,11 +64,15 @@ func New(cfg Config) (*Matcher, error) {
 	if m.rules == nil {
 		m.rules = []*Rule{ElasticQuarantineRule}
 	}
+	var markers [][]byte
 	for _, r := range m.rules {
-		if ruleLogic(r) == nil {
+		logic := ruleLogic(r)
+		if logic == nil {
 			return nil, fmt.Errorf("matcher: rule %q (%s) has no logic", r.Name, r.ID)
 		}
+		markers = append(markers, logic.marker)
 	}
+	m.prefilter = newPrefilter(markers)
 	if m.maxValueBytes == 0 {
 		m.maxValueBytes = DefaultMaxValueBytes
 	}

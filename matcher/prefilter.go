@@ -11,9 +11,10 @@ import "bytes"
 //
 // Claim: if the bytes B (1) do not contain the marker literally, and (2)
 // every occurrence of `\u` in B, wherever it starts, is followed by four hex
-// digits naming a code point outside S (the letters of the marker and of
-// "H4sI", the backslash, 'u' and the hex digits), then no string decoded
-// from B, nor from JSON text inside such a string, contains the marker.
+// digits naming a code point outside S (the letters of every rule's marker
+// and of "H4sI", the backslash, 'u' and the hex digits), then no string
+// decoded from B, nor from JSON text inside such a string, contains the
+// marker. (Each rule has a marker; the argument holds for each.)
 //
 // Proof, for one level of decoding D of B; induction carries it down:
 //   - Every character of D is a literal byte of B, the result of a short
@@ -39,26 +40,48 @@ import "bytes"
 // in a decoded string, so by the same argument as for the marker (H, 4, s
 // and I are in S) its bytes contain "H4sI" literally or a suspect escape.
 var (
-	marker       = []byte("AWSCompromisedKeyQuarantine")
-	escapeU      = []byte(`\u`)
-	base64Gzip   = []byte("H4sI")
-	markerBefore = marker[:bytes.IndexByte(marker, 'Q')] // "AWSCompromisedKey"
-	markerAfter  = marker[bytes.IndexByte(marker, 'Q'):] // "Quarantine"
+	marker     = []byte("AWSCompromisedKeyQuarantine")
+	escapeU    = []byte(`\u`)
+	base64Gzip = []byte("H4sI")
 )
 
 // suspect is the set S of the claim above: the code points whose \u escape
 // could spell the marker or "H4sI", or help build one at a deeper level.
 var suspect = func() (s [128]bool) {
-	for _, c := range []byte(string(marker) + string(base64Gzip) + `\u0123456789abcdefABCDEF`) {
+	for _, c := range []byte(string(marker) + string(legacyMarker) + string(base64Gzip) + `\u0123456789abcdefABCDEF`) {
 		s[c] = true
 	}
 	return s
 }()
 
+// prefilter searches the markers of the enabled rules.
+type prefilter struct {
+	markers []markerSearch
+}
+
+func newPrefilter(markers [][]byte) prefilter {
+	var p prefilter
+	for _, m := range markers {
+		dup := false
+		for _, have := range p.markers {
+			dup = dup || bytes.Equal(have.marker, m)
+		}
+		if !dup {
+			p.markers = append(p.markers, newMarkerSearch(m))
+		}
+	}
+	return p
+}
+
 // mayMatch reports whether the JSON text b can hold a matching event, or a
 // compressed payload that can. See the soundness argument above.
-func mayMatch(b []byte) bool {
-	return containsMarker(b) || hasSuspectEscape(b) || bytes.Contains(b, base64Gzip)
+func (p *prefilter) mayMatch(b []byte) bool {
+	for i := range p.markers {
+		if p.markers[i].in(b) {
+			return true
+		}
+	}
+	return hasSuspectEscape(b) || bytes.Contains(b, base64Gzip)
 }
 
 // hasSuspectEscape reports whether some `\u` in b, wherever it starts, is
@@ -101,17 +124,37 @@ func hex4(h []byte) (rune, bool) {
 	return r, true
 }
 
-// containsMarker is bytes.Contains(b, marker), anchored on 'Q': the rarest
-// byte of the marker in CloudTrail text, so IndexByte skips most of the
+// markerSearch is bytes.Contains(b, marker) anchored on the marker's rarest
+// byte in CloudTrail text ('Q', 'X'), so that IndexByte skips most of a
 // record at memchr speed where bytes.Index would stop at every 'A'.
-func containsMarker(b []byte) bool {
-	for i := len(markerBefore); i <= len(b)-len(markerAfter); {
-		q := bytes.IndexByte(b[i:len(b)-len(markerAfter)+1], 'Q')
-		if q < 0 {
+type markerSearch struct {
+	marker        []byte
+	anchor        byte
+	before, after int // bytes of the marker before and from the anchor
+}
+
+// rareBytes are bytes seldom seen in CloudTrail, rarest first.
+const rareBytes = "QXZJ_"
+
+func newMarkerSearch(marker []byte) markerSearch {
+	at := 0
+	for _, c := range []byte(rareBytes) {
+		if j := bytes.IndexByte(marker, c); j >= 0 {
+			at = j
+			break
+		}
+	}
+	return markerSearch{marker: marker, anchor: marker[at], before: at, after: len(marker) - at}
+}
+
+func (ms *markerSearch) in(b []byte) bool {
+	for i := ms.before; i <= len(b)-ms.after; {
+		j := bytes.IndexByte(b[i:len(b)-ms.after+1], ms.anchor)
+		if j < 0 {
 			return false
 		}
-		i += q
-		if bytes.Equal(b[i-len(markerBefore):i], markerBefore) && bytes.Equal(b[i:i+len(markerAfter)], markerAfter) {
+		i += j
+		if bytes.Equal(b[i-ms.before:i+ms.after], ms.marker) {
 			return true
 		}
 		i++

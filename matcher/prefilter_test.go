@@ -25,7 +25,8 @@ func TestMayMatch(t *testing.T) {
 		{"base64 of gzip", `{"awslogs":{"data":"H4sIAAAAAAAA"}}`, true},
 		{"base64 of gzip, escaped", `{"awslogs":{"data":"\u00484sIAAAAAAAA"}}`, true},
 	} {
-		if got := mayMatch([]byte(c.text)); got != c.want {
+		p := newPrefilter([][]byte{marker})
+		if got := p.mayMatch([]byte(c.text)); got != c.want {
 			t.Errorf("%s: mayMatch(%s) = %v, want %v", c.name, c.text, got, c.want)
 		}
 	}

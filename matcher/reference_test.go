@@ -205,9 +205,18 @@ func refRecordRule(ruleID string, rec map[string]any) bool {
 	errorMessage, hasMessage := rec["errorMessage"]
 	success := !refNonEmpty(errorCode, hasCode) && !refNonEmpty(errorMessage, hasMessage)
 	name, _ := rec["eventName"].(string)
+	quarantine := refContains(rec["requestParameters"], "AWSCompromisedKeyQuarantine")
 	switch ruleID {
 	case ElasticQuarantineRule.ID:
-		return name == "AttachUserPolicy" && success && refContains(rec["requestParameters"], "AWSCompromisedKeyQuarantine")
+		return name == "AttachUserPolicy" && success && quarantine
+	case QuarantineAttachFailedRule.ID:
+		return name == "AttachUserPolicy" && !success && quarantine
+	case QuarantineDetachedRule.ID:
+		return (name == "DetachUserPolicy" || name == "DetachRolePolicy" || name == "DetachGroupPolicy") && success && quarantine
+	case QuarantineRoleOrGroupRule.ID:
+		return (name == "AttachRolePolicy" || name == "AttachGroupPolicy") && success && quarantine
+	case LegacyInlineQuarantineRule.ID:
+		return name == "PutUserPolicy" && success && refContains(rec["requestParameters"], "AWSExposedCredentialPolicy_DO_NOT_REMOVE")
 	}
 	panic("reference: no logic for rule " + ruleID)
 }
@@ -219,10 +228,21 @@ func refECSRule(ruleID string, doc map[string]any) bool {
 	ct, _ := aws["cloudtrail"].(map[string]any)
 	params, _ := ct["request_parameters"].(string)
 	cloudtrail := event["dataset"] == "aws.cloudtrail" || stream["dataset"] == "aws.cloudtrail"
+	action, _ := event["action"].(string)
+	success := event["outcome"] == "success"
+	failure := event["outcome"] == "failure"
+	quarantine := strings.Contains(params, "AWSCompromisedKeyQuarantine")
 	switch ruleID {
 	case ElasticQuarantineRule.ID:
-		return cloudtrail && event["action"] == "AttachUserPolicy" && event["outcome"] == "success" &&
-			strings.Contains(params, "AWSCompromisedKeyQuarantine")
+		return cloudtrail && action == "AttachUserPolicy" && success && quarantine
+	case QuarantineAttachFailedRule.ID:
+		return cloudtrail && action == "AttachUserPolicy" && failure && quarantine
+	case QuarantineDetachedRule.ID:
+		return cloudtrail && (action == "DetachUserPolicy" || action == "DetachRolePolicy" || action == "DetachGroupPolicy") && success && quarantine
+	case QuarantineRoleOrGroupRule.ID:
+		return cloudtrail && (action == "AttachRolePolicy" || action == "AttachGroupPolicy") && success && quarantine
+	case LegacyInlineQuarantineRule.ID:
+		return cloudtrail && action == "PutUserPolicy" && success && strings.Contains(params, "AWSExposedCredentialPolicy_DO_NOT_REMOVE")
 	}
 	panic("reference: no logic for rule " + ruleID)
 }

@@ -1,5 +1,10 @@
 package matcher
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Threat is one MITRE ATT&CK reference.
 type Threat struct {
 	ID        string
@@ -10,7 +15,9 @@ type Threat struct {
 // Rule is a detection rule: what it is called and how serious its findings
 // are. What it matches is decided by the matcher, from the rule's ID.
 type Rule struct {
-	ID          string
+	ID string
+	// Key is the rule's short name in --rules.
+	Key         string
 	Name        string
 	Description string
 	Severity    string // low, medium, high, critical
@@ -27,6 +34,7 @@ type Rule struct {
 // Policy Attached to User", the rule this project evaluates on the stream.
 var ElasticQuarantineRule = &Rule{
 	ID:   "0b79f5c0-2c31-4fea-86cd-e62644278205",
+	Key:  "elastic",
 	Name: "AWS IAM CompromisedKeyQuarantine Policy Attached to User",
 	Description: "This rule looks for use of the IAM AttachUserPolicy API operation to attach the " +
 		"CompromisedKeyQuarantine or CompromisedKeyQuarantineV2 AWS managed policies to an existing IAM user. " +
@@ -44,4 +52,138 @@ var ElasticQuarantineRule = &Rule{
 	Notes: "AWS attached a quarantine policy because an access key of this user was exposed. " +
 		"Rotate and delete the key, review CloudTrail for its use since the exposure, and keep the policy " +
 		"attached until the AWS support case is closed.",
+}
+
+// The companion rules: the moments around a quarantine that the Elastic rule
+// does not see. Each is opt-in (Config.Rules) and has an id that never
+// changes, so alert ids and SIEM suppressions stay valid across releases.
+var (
+	// QuarantineAttachFailedRule: AWS tried to quarantine a user and the
+	// call failed (an SCP or permissions boundary denied it): the exposed
+	// key is not contained.
+	QuarantineAttachFailedRule = &Rule{
+		ID:   "78839149-9acc-4627-a592-f66a785aa1b5",
+		Key:  "attach-failed",
+		Name: "AWS IAM CompromisedKeyQuarantine Policy Attachment Failed",
+		Description: "An AttachUserPolicy call for an AWSCompromisedKeyQuarantine policy failed, for example because a " +
+			"service control policy or permissions boundary denied it. AWS found an exposed access key for this user " +
+			"and could not contain it: the key is still fully usable.",
+		Severity:  "critical",
+		RiskScore: 99,
+		Ruleset:   "quarantine-watch",
+		References: []string{
+			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
+			"https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html",
+		},
+		Technique: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"},
+		Tactic:    Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"},
+		Notes: "Deactivate the exposed access key now (aws iam update-access-key --status Inactive): nothing else " +
+			"restricts it. Then find what denied the attachment (errorCode, errorMessage) and review the key's use.",
+	}
+
+	// QuarantineDetachedRule: a quarantine policy was removed from a user,
+	// role or group before the incident was closed.
+	QuarantineDetachedRule = &Rule{
+		ID:   "33f499e2-12da-419e-ac60-c893b6efbd22",
+		Key:  "detached",
+		Name: "AWS IAM CompromisedKeyQuarantine Policy Detached",
+		Description: "A DetachUserPolicy, DetachRolePolicy or DetachGroupPolicy call removed an AWSCompromisedKeyQuarantine " +
+			"policy. AWS advises leaving it attached until the support case about the exposed key is closed; removing " +
+			"it gives the exposed credential its permissions back, and is what an intruder holding it would do.",
+		Severity:  "high",
+		RiskScore: 73,
+		Ruleset:   "quarantine-watch",
+		References: []string{
+			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
+		},
+		Technique: Threat{ID: "T1562", Name: "Impair Defenses", Reference: "https://attack.mitre.org/techniques/T1562/"},
+		Tactic:    Threat{ID: "TA0005", Name: "Defense Evasion", Reference: "https://attack.mitre.org/tactics/TA0005/"},
+		Notes: "Confirm with the caller (userIdentity) that the exposed key was deleted and the support case closed; " +
+			"if not, re-attach the policy and treat the caller as suspect.",
+	}
+
+	// QuarantineRoleOrGroupRule: a quarantine policy was attached to a role
+	// or a group: a credential other than a user's access key was exposed,
+	// or a responder quarantined a whole group.
+	QuarantineRoleOrGroupRule = &Rule{
+		ID:   "d9c40746-9e0e-421d-954c-56c6777f6733",
+		Key:  "role-group-attached",
+		Name: "AWS IAM CompromisedKeyQuarantine Policy Attached to Role or Group",
+		Description: "An AttachRolePolicy or AttachGroupPolicy call attached an AWSCompromisedKeyQuarantine policy. " +
+			"Quarantining a role means its session credentials were exposed; quarantining a group affects every member.",
+		Severity:  "medium",
+		RiskScore: 47,
+		Ruleset:   "quarantine-watch",
+		References: []string{
+			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
+		},
+		Technique: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"},
+		Tactic:    Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"},
+		Notes: "Find which credential was exposed (for a role, its sessions' access keys in CloudTrail) and revoke " +
+			"active sessions (AWSRevokeOlderSessions).",
+	}
+
+	// LegacyInlineQuarantineRule: the mechanism AWS used before managed
+	// quarantine policies, an inline policy on the user.
+	LegacyInlineQuarantineRule = &Rule{
+		ID:   "7b67b4c0-7bf9-48bb-9927-76a6e68b52eb",
+		Key:  "legacy-inline",
+		Name: "AWS IAM Legacy Exposed-Credential Inline Policy Put on User",
+		Description: "A PutUserPolicy call added the inline policy AWSExposedCredentialPolicy_DO_NOT_REMOVE, which AWS " +
+			"attached to users with exposed access keys before the managed AWSCompromisedKeyQuarantine policies existed.",
+		Severity:  "high",
+		RiskScore: 73,
+		Ruleset:   "quarantine-watch",
+		References: []string{
+			"https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html",
+		},
+		Technique: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"},
+		Tactic:    Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"},
+		Notes: "Rotate and delete the user's access keys and review their use; leave the inline policy in place until " +
+			"the support case is closed.",
+	}
+)
+
+// AllRules are every rule this project knows, the Elastic rule first.
+var AllRules = []*Rule{
+	ElasticQuarantineRule, QuarantineAttachFailedRule, QuarantineDetachedRule,
+	QuarantineRoleOrGroupRule, LegacyInlineQuarantineRule,
+}
+
+// ParseRules turns a --rules value into rules: "elastic" (the default: the
+// Elastic rule alone), "all", or a comma-separated list of rule keys.
+func ParseRules(spec string) ([]*Rule, error) {
+	switch spec {
+	case "", "elastic":
+		return []*Rule{ElasticQuarantineRule}, nil
+	case "all":
+		return AllRules, nil
+	}
+	var out []*Rule
+	seen := map[*Rule]bool{}
+	for _, key := range strings.Split(spec, ",") {
+		key = strings.TrimSpace(key)
+		var found *Rule
+		for _, r := range AllRules {
+			if r.Key == key || r.ID == key {
+				found = r
+			}
+		}
+		if found == nil {
+			return nil, fmt.Errorf("matcher: unknown rule %q (want all, elastic, or keys from %s)", key, ruleKeys())
+		}
+		if !seen[found] {
+			seen[found] = true
+			out = append(out, found)
+		}
+	}
+	return out, nil
+}
+
+func ruleKeys() string {
+	keys := make([]string, len(AllRules))
+	for i, r := range AllRules {
+		keys[i] = r.Key
+	}
+	return strings.Join(keys, ", ")
 }

@@ -95,7 +95,7 @@ func (s *Scanner) match(value []byte, res *Result) {
 
 // skip applies the prefilter, unless every value is to be validated.
 func (s *Scanner) skip(text []byte) bool {
-	if s.m.validate || mayMatch(text) {
+	if s.m.validate || s.m.prefilter.mayMatch(text) {
 		return false
 	}
 	s.screened = true

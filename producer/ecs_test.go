@@ -442,3 +442,30 @@ func FuzzECSAlert(f *testing.F) {
 		validate(t, b)
 	})
 }
+
+// Every rule's findings are valid documents with the rule's own metadata.
+func TestECSEveryRule(t *testing.T) {
+	ev := sampleEvent(t, "02_attach_user_policy_quarantine_v2_panther.json")
+	for _, r := range matcher.AllRules {
+		t.Run(r.Key, func(t *testing.T) {
+			doc, err := ECS{}.Encode(matcher.Finding{Rule: r, Event: ev, Shape: matcher.ShapeRecord}, Source{Topic: "t"}, detected)
+			if err != nil {
+				t.Fatal(err)
+			}
+			validate(t, doc)
+			var got struct {
+				Event struct {
+					Severity  int `json:"severity"`
+					RiskScore int `json:"risk_score"`
+				}
+				Rule struct{ ID, Ruleset string }
+			}
+			if err := json.Unmarshal(doc, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Rule.ID != r.ID || got.Rule.Ruleset != r.Ruleset || got.Event.RiskScore != r.RiskScore || got.Event.Severity == 0 {
+				t.Errorf("rule %s: document says %+v", r.Key, got)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -97,13 +98,26 @@ func versionString() string {
 
 // pipelineFlags are the flags that run and demo share.
 type pipelineFlags struct {
+	rules                            string
 	maxBatch, workers, maxValueBytes int
 	validate                         bool
 	shutdown                         time.Duration
 	logLevel, logFormat              string
 }
 
+// rulesUsage is the --rules help, shared by every command.
+var rulesUsage = "rules to evaluate: elastic (Elastic's rule alone), all, or a comma-separated list of " + ruleKeys()
+
+func ruleKeys() string {
+	var keys []string
+	for _, r := range matcher.AllRules {
+		keys = append(keys, r.Key)
+	}
+	return strings.Join(keys, ", ")
+}
+
 func (p *pipelineFlags) register(fs *cli.FlagSet) {
+	fs.String(&p.rules, "rules", "elastic", rulesUsage)
 	fs.Int(&p.maxBatch, "max-batch", consumer.DefaultMaxBatch, "records polled into one transaction")
 	fs.Int(&p.workers, "workers", 0, "matcher workers (0: one per CPU)")
 	fs.Int(&p.maxValueBytes, "max-record-bytes", matcher.DefaultMaxValueBytes, "larger record values go to the dead-letter topic")
@@ -123,13 +137,17 @@ func (p *pipelineFlags) apply(cfg *consumer.Config) error {
 	if p.maxValueBytes <= 0 {
 		return fmt.Errorf("--max-record-bytes %d: must be positive", p.maxValueBytes)
 	}
+	rules, err := matcher.ParseRules(p.rules)
+	if err != nil {
+		return fmt.Errorf("--rules: %w", err)
+	}
 	log, err := cli.NewLogger(os.Stderr, p.logLevel, p.logFormat)
 	if err != nil {
 		return err
 	}
 	cfg.MaxBatch = p.maxBatch
 	cfg.Workers = p.workers
-	cfg.Matcher = matcher.Config{MaxValueBytes: p.maxValueBytes, Validate: p.validate}
+	cfg.Matcher = matcher.Config{Rules: rules, MaxValueBytes: p.maxValueBytes, Validate: p.validate}
 	cfg.ShutdownTimeout = p.shutdown
 	cfg.Logger = log
 	return nil
@@ -204,6 +222,8 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.Int(&maxValue, "max-record-bytes", 64<<20, "larger documents are reported malformed")
 	validate := true
 	fs.Bool(&validate, "validate", true, "fully validate every document and report every malformed one")
+	ruleSpec := "elastic"
+	fs.String(&ruleSpec, "rules", "elastic", rulesUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: quarantine-watch scan [flags] FILE... (\"-\" is stdin; .gz is read compressed)\n")
 		fs.PrintDefaults()
@@ -215,12 +235,16 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	cfg.Matcher = matcher.Config{MaxValueBytes: maxValue, Validate: validate}
+	rules, err := matcher.ParseRules(ruleSpec)
+	if err != nil {
+		return fmt.Errorf("--rules: %w", err)
+	}
+	cfg.Matcher = matcher.Config{Rules: rules, MaxValueBytes: maxValue, Validate: validate}
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = stdin, stdout, stderr
 	if f, ok := stderr.(*os.File); ok {
 		cfg.Progress = cli.IsTerminal(f)
 	}
-	_, err := scan.Run(cfg, fs.Args())
+	_, err = scan.Run(cfg, fs.Args())
 	if errors.Is(err, scan.ErrUnreadable) {
 		return errReported
 	}

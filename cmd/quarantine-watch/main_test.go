@@ -65,6 +65,37 @@ func TestScanSamples(t *testing.T) {
 	}
 }
 
+// TestScanAllRules: with --rules all, the samples give the Elastic finding
+// (02) and the legacy inline quarantine (10).
+func TestScanAllRules(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(samples, "*.json"))
+	code, stdout, stderr := runCmd(t, "", append([]string{"scan", "--rules", "all"}, files...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var doc struct {
+			Event struct{ ID string }
+			Rule  struct{ ID string }
+		}
+		if err := json.Unmarshal([]byte(line), &doc); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, doc.Rule.ID+" "+doc.Event.ID)
+	}
+	want := []string{
+		matcher.ElasticQuarantineRule.ID + " e7bb4b23-66e1-4656-b607-f575fde3b790",
+		matcher.LegacyInlineQuarantineRule.ID + " 1c2a53d1-58cc-41b3-85b8-bd7565370e0d",
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("findings %v, want %v", got, want)
+	}
+	if code, _, stderr := runCmd(t, "", "scan", "--rules", "bogus", files[0]); code == 0 || !strings.Contains(stderr, "bogus") {
+		t.Errorf("--rules bogus: exit %d, %s", code, stderr)
+	}
+}
+
 func TestScanShapesAndFraming(t *testing.T) {
 	dir := t.TempDir()
 	record, err := os.ReadFile(filepath.Join(samples, "02_attach_user_policy_quarantine_v2_panther.json"))

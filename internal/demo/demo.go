@@ -7,7 +7,6 @@ package demo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -187,13 +186,11 @@ func generate(ctx context.Context, brokers []string, gen *cloudtrailgen.Generato
 			produced.Add(1)
 			return
 		}
-		if !errors.Is(err, context.Canceled) {
-			mu.Lock()
-			if firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
 		}
+		mu.Unlock()
 	}
 	var tick *time.Ticker
 	perTick := 0
@@ -210,9 +207,11 @@ func generate(ctx context.Context, brokers []string, gen *cloudtrailgen.Generato
 				continue
 			}
 		}
+		// Records already handed over are produced even when ctx ends:
+		// the summary counts what was produced, not what was abandoned.
 		for range max(perTick, 1) {
 			r := gen.Next()
-			cl.Produce(ctx, &kgo.Record{Value: r.Value}, promise)
+			cl.Produce(context.WithoutCancel(ctx), &kgo.Record{Value: r.Value}, promise)
 		}
 	}
 	cl.Flush(context.Background())
