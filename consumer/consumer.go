@@ -23,7 +23,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
 
+	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
 	"github.com/quarantine-watch/quarantine-watch/producer"
 )
@@ -69,6 +71,11 @@ type Config struct {
 	Now func() time.Time
 	// Stats, if set, is updated as batches commit.
 	Stats *Stats
+	// Metrics, if set, is updated as batches commit, and told when the
+	// group is joined and when shutdown begins.
+	Metrics *telemetry.Metrics
+	// KafkaLogger receives franz-go's own logs; nil means none.
+	KafkaLogger *slog.Logger
 }
 
 // Stats counts what committed transactions carried. Counts only move when
@@ -129,6 +136,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Stats == nil {
 		cfg.Stats = new(Stats)
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = telemetry.New()
+	}
 	return cfg, nil
 }
 
@@ -147,8 +157,18 @@ func (c *Config) withDefaults() (Config, error) {
 //     commits offsets inside each transaction.
 //   - RecordPartitioner(sticky key): alerts are keyed by alert id, so the
 //     copies of one alert land on one partition.
+//   - WithHooks(kprom): franz-go's client metrics, in the service's registry.
+//   - OnPartitionsRevoked/Lost: forget the lag of partitions moved away.
+//   - WithLogger(kslog): franz-go's logs through the service's slog.
 func ClientOpts(cfg *Config) []kgo.Opt {
-	return []kgo.Opt{
+	forget := func(_ context.Context, _ *kgo.Client, gone map[string][]int32) {
+		for t, ps := range gone {
+			for _, p := range ps {
+				cfg.Metrics.DropLag(t, p)
+			}
+		}
+	}
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.SourceTopics...),
@@ -156,7 +176,14 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.WithHooks(cfg.Metrics.Kafka),
+		kgo.OnPartitionsRevoked(forget),
+		kgo.OnPartitionsLost(forget),
 	}
+	if cfg.KafkaLogger != nil {
+		opts = append(opts, kgo.WithLogger(kslog.New(cfg.KafkaLogger)))
+	}
+	return opts
 }
 
 // Run consumes until ctx is cancelled or a non-retryable error occurs. On
@@ -177,6 +204,12 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("consumer: creating session: %w", err)
 	}
 	defer sess.Close()
+	cfg.Metrics.SetReady(func() bool {
+		member, _ := sess.Client().GroupMetadata()
+		return member != ""
+	})
+	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
+	defer stopReady()
 	if err := checkTopics(ctx, kadm.NewClient(sess.Client()), &cfg); err != nil {
 		return err
 	}

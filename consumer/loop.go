@@ -20,6 +20,9 @@ type loop struct {
 
 	values  [][]byte
 	results []matcher.Result
+	// What the open transaction holds, counted once it commits.
+	pendingFindings []pendingFinding
+	pendingClasses  []string
 
 	produceMu  sync.Mutex
 	produceErr error
@@ -48,6 +51,11 @@ func (l *loop) run(ctx context.Context) error {
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+		})
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if n := len(p.Records); n > 0 {
+				l.cfg.Metrics.SetLag(p.Topic, p.Partition, p.LastStableOffset-(p.Records[n-1].Offset+1))
+			}
 		})
 		records := fetches.Records()
 		if len(records) == 0 {
@@ -84,6 +92,7 @@ func (l *loop) run(ctx context.Context) error {
 // whether the transaction committed; an error is not retryable (see
 // GroupTransactSession.End).
 func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error) {
+	began := time.Now()
 	if err := l.sess.Begin(); err != nil {
 		return false, fmt.Errorf("consumer: beginning transaction: %w", err)
 	}
@@ -103,8 +112,14 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 
 	detected := l.cfg.Now()
 	var findings, deadLetters int64
+	l.pendingFindings = l.pendingFindings[:0]
+	l.pendingClasses = l.pendingClasses[:0]
+	oldest := records[0].Timestamp
 	for i, res := range l.results {
 		r := records[i]
+		if r.Timestamp.Before(oldest) {
+			oldest = r.Timestamp
+		}
 		src := producer.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
 		for _, f := range res.Findings {
 			out, err := producer.EncodeRecord(l.cfg.Encoder, f, src, detected, l.cfg.AlertsTopic)
@@ -116,10 +131,12 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 			}
 			l.sess.Produce(ctx, out, l.promise)
 			findings++
+			l.pendingFindings = append(l.pendingFindings, pendingFinding{rule: f.Rule.Key, at: r.Timestamp})
 		}
 		if res.Err != nil {
 			l.sess.Produce(ctx, producer.DeadLetter(r.Value, r.Key, src, res.Err, l.cfg.DLQTopic), l.promise)
 			deadLetters++
+			l.pendingClasses = append(l.pendingClasses, producer.Classify(res.Err))
 			l.cfg.Logger.Warn("dead letter", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", res.Err)
 		}
 	}
@@ -135,12 +152,16 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 		try = kgo.TryAbort
 	}
 	committed, err := l.sess.End(ctx, try)
-	if err != nil {
+	m := l.cfg.Metrics
+	m.BatchDuration.Observe(time.Since(began).Seconds())
+	if err != nil || !committed {
 		l.cfg.Stats.Aborted.Add(1)
+		m.Transactions.WithLabelValues("aborted").Inc()
+	}
+	if err != nil {
 		return false, fmt.Errorf("consumer: ending transaction: %w", err)
 	}
 	if !committed {
-		l.cfg.Stats.Aborted.Add(1)
 		l.cfg.Logger.Info("transaction aborted; the batch will be read again", "records", n, "produce_err", produceErr)
 		return false, nil
 	}
@@ -150,7 +171,26 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 	st.Bytes.Add(bytes)
 	st.Findings.Add(findings)
 	st.DeadLetters.Add(deadLetters)
+
+	now := time.Now()
+	m.Transactions.WithLabelValues("committed").Inc()
+	m.RecordsConsumed.Add(float64(n))
+	m.BytesConsumed.Add(float64(bytes))
+	m.CommitLatency.Observe(now.Sub(oldest).Seconds())
+	for _, f := range l.pendingFindings {
+		m.Findings.WithLabelValues(f.rule).Inc()
+		m.DetectionLatency.Observe(now.Sub(f.at).Seconds())
+	}
+	for _, class := range l.pendingClasses {
+		m.DeadLetters.WithLabelValues(class).Inc()
+	}
 	return true, nil
+}
+
+// pendingFinding is what the metrics need of a finding once it commits.
+type pendingFinding struct {
+	rule string
+	at   time.Time // the source record's timestamp
 }
 
 func (l *loop) promise(_ *kgo.Record, err error) {

@@ -18,6 +18,7 @@ import (
 	"github.com/quarantine-watch/quarantine-watch/internal/cli"
 	"github.com/quarantine-watch/quarantine-watch/internal/demo"
 	"github.com/quarantine-watch/quarantine-watch/internal/scan"
+	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
 )
 
@@ -99,6 +100,8 @@ func versionString() string {
 // pipelineFlags are the flags that run and demo share.
 type pipelineFlags struct {
 	rules                            string
+	metricsAddr, kafkaLogLevel       string
+	pprof                            bool
 	maxBatch, workers, maxValueBytes int
 	validate                         bool
 	shutdown                         time.Duration
@@ -124,10 +127,13 @@ func (p *pipelineFlags) register(fs *cli.FlagSet) {
 	fs.Bool(&p.validate, "validate", false, "fully validate every record, so that every malformed record reaches the dead-letter topic, not only those that could hold a finding (costs a JSON scan of every record)")
 	fs.Duration(&p.shutdown, "shutdown-timeout", consumer.DefaultShutdownTimeout, "time allowed to end the open transaction on SIGTERM")
 	fs.String(&p.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.String(&p.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs")
 	fs.String(&p.logFormat, "log-format", "auto", "json, text, or auto (JSON unless stderr is a terminal)")
 }
 
-func (p *pipelineFlags) apply(cfg *consumer.Config) error {
+// apply validates the flags into cfg and starts the metrics server when
+// asked; it stops with ctx.
+func (p *pipelineFlags) apply(ctx context.Context, cfg *consumer.Config) error {
 	if p.maxBatch <= 0 {
 		return fmt.Errorf("--max-batch %d: must be positive", p.maxBatch)
 	}
@@ -150,6 +156,18 @@ func (p *pipelineFlags) apply(cfg *consumer.Config) error {
 	cfg.Matcher = matcher.Config{Rules: rules, MaxValueBytes: p.maxValueBytes, Validate: p.validate}
 	cfg.ShutdownTimeout = p.shutdown
 	cfg.Logger = log
+	if cfg.KafkaLogger, err = cli.NewLogger(os.Stderr, p.kafkaLogLevel, p.logFormat); err != nil {
+		return fmt.Errorf("--kafka-log-level: %w", err)
+	}
+	cfg.KafkaLogger = cfg.KafkaLogger.With("component", "kafka-client")
+	cfg.Metrics = telemetry.New()
+	if p.metricsAddr != "" {
+		addr, err := telemetry.Serve(ctx, p.metricsAddr, cfg.Metrics.Handler(p.pprof), log)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		log.Info("serving /metrics, /healthz and /readyz", "addr", addr.String(), "pprof", p.pprof)
+	}
 	return nil
 }
 
@@ -174,13 +192,15 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String(&cfg.TransactionalID, "transactional-id", "quarantine-watch-"+host, "transactional id: unique per instance, stable across its restarts")
 	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the alerts and dead-letter topics if missing")
 	p.register(fs)
+	fs.String(&p.metricsAddr, "metrics-addr", ":9090", `address of /metrics, /healthz and /readyz ("" turns them off)`)
+	fs.Bool(&p.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("run: unexpected arguments %q", fs.Args())
 	}
-	if err := p.apply(&cfg); err != nil {
+	if err := p.apply(ctx, &cfg); err != nil {
 		return err
 	}
 	return consumer.Run(ctx, cfg)
@@ -200,10 +220,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float(&cfg.MalformedRate, "malformed-rate", 0.001, "fraction of records that are malformed")
 	fs.Duration(&cfg.Progress, "progress", 5*time.Second, "progress line interval on stderr (0: none)")
 	p.register(fs)
+	fs.String(&p.metricsAddr, "metrics-addr", "", `address of /metrics, /healthz and /readyz (default off)`)
+	fs.Bool(&p.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := p.apply(&cfg.Pipeline); err != nil {
+	if err := p.apply(ctx, &cfg.Pipeline); err != nil {
 		return err
 	}
 	cfg.Seed = int64(seed)

@@ -1,0 +1,162 @@
+// Package telemetry holds what an operator watches: Prometheus metrics (the
+// service's own and franz-go's, from kprom, in one registry), liveness and
+// readiness, and pprof when asked for. It does not decide what to count:
+// the consumer does, through the fields of Metrics.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/plugin/kprom"
+)
+
+const namespace = "quarantine_watch"
+
+// Metrics are the service's metrics and health state. The zero value is not
+// usable; call New.
+type Metrics struct {
+	Registry *prometheus.Registry
+	// Kafka is franz-go's client metrics: pass it to kgo.WithHooks.
+	Kafka *kprom.Metrics
+
+	RecordsConsumed prometheus.Counter
+	BytesConsumed   prometheus.Counter
+	Findings        *prometheus.CounterVec // rule
+	DeadLetters     *prometheus.CounterVec // class
+	Transactions    *prometheus.CounterVec // outcome: committed, aborted
+	// DetectionLatency is, per finding, from the source record's Kafka
+	// timestamp to the commit that made the finding visible.
+	DetectionLatency prometheus.Histogram
+	// CommitLatency is, per committed batch, from the oldest record's
+	// timestamp to the commit: how far behind the stream the service runs.
+	CommitLatency prometheus.Histogram
+	BatchDuration prometheus.Histogram
+	// Lag is per source partition, records between the last one consumed
+	// and the partition's last stable offset (what read_committed can see).
+	Lag *prometheus.GaugeVec // topic, partition
+
+	ready    atomic.Pointer[func() bool]
+	stopping atomic.Bool
+}
+
+// New returns metrics registered in a new registry, with Go runtime and
+// process collectors.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+	}
+	latencyBuckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+	m := &Metrics{
+		Registry:        reg,
+		Kafka:           kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka")),
+		RecordsConsumed: f("records_consumed_total", "Source records in committed transactions."),
+		BytesConsumed:   f("bytes_consumed_total", "Bytes of source record values in committed transactions."),
+		Findings: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "findings_total",
+			Help: "Findings committed to the alerts topic, by rule key."}, []string{"rule"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "dead_letters_total",
+			Help: "Records committed to the dead-letter topic, by error class."}, []string{"class"}),
+		Transactions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "transactions_total",
+			Help: "Transactions ended, by outcome (committed, aborted)."}, []string{"outcome"}),
+		DetectionLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "detection_latency_seconds",
+			Help: "From a matching source record's timestamp to the commit of its finding.", Buckets: latencyBuckets}),
+		CommitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "commit_latency_seconds",
+			Help: "From the oldest record's timestamp in a batch to the batch's commit.", Buckets: latencyBuckets}),
+		BatchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "batch_duration_seconds",
+			Help: "From the start of a transaction to its end.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "consumer_lag_records",
+			Help: "Records between the last consumed and the last stable offset, per source partition."}, []string{"topic", "partition"}),
+	}
+	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,
+		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.Lag)
+	for _, outcome := range []string{"committed", "aborted"} {
+		m.Transactions.WithLabelValues(outcome)
+	}
+	return m
+}
+
+// SetLag records a partition's lag.
+func (m *Metrics) SetLag(topic string, partition int32, lag int64) {
+	m.Lag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(max(lag, 0)))
+}
+
+// DropLag forgets a partition this instance no longer consumes.
+func (m *Metrics) DropLag(topic string, partition int32) {
+	m.Lag.DeleteLabelValues(topic, strconv.Itoa(int(partition)))
+}
+
+// SetReady installs the readiness check: the consumer says when it has
+// joined its group.
+func (m *Metrics) SetReady(ready func() bool) { m.ready.Store(&ready) }
+
+// Stopping makes /readyz fail from now on: shutdown has begun.
+func (m *Metrics) Stopping() { m.stopping.Store(true) }
+
+// Ready reports whether the service is ready to be counted on.
+func (m *Metrics) Ready() bool {
+	if m.stopping.Load() {
+		return false
+	}
+	f := m.ready.Load()
+	return f != nil && (*f)()
+}
+
+// Handler serves /metrics, /healthz and /readyz, and /debug/pprof/ when
+// withPprof is set.
+func (m *Metrics) Handler(withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// Serve listens on addr until ctx is cancelled. It returns once listening,
+// with the bound address (useful with port 0), and serves in the
+// background; errors after start-up are logged.
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	context.AfterFunc(ctx, func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdownCtx)
+	})
+	return ln.Addr(), nil
+}
