@@ -35,6 +35,7 @@ const (
 	DefaultMaxBatch        = 4096
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultTopicPartitions = 6
+	DefaultStartupTimeout  = 30 * time.Second
 	// maxFailedBatches bounds how many batches in a row may be aborted for
 	// produce errors before Run gives up: a persistent failure (a deleted
 	// alerts topic, a revoked ACL) is better surfaced as an exit than hidden
@@ -60,6 +61,8 @@ type Config struct {
 	Encoder producer.Encoder
 	// CreateTopics creates the alerts and dead-letter topics when missing.
 	CreateTopics bool
+	// StartupTimeout bounds reaching the brokers and checking the topics.
+	StartupTimeout time.Duration
 	// ShutdownTimeout bounds how long the open transaction may take to end
 	// once ctx is cancelled.
 	ShutdownTimeout time.Duration
@@ -126,6 +129,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.StartupTimeout <= 0 {
+		cfg.StartupTimeout = DefaultStartupTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -210,7 +216,10 @@ func Run(ctx context.Context, c Config) error {
 	})
 	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
 	defer stopReady()
-	if err := checkTopics(ctx, kadm.NewClient(sess.Client()), &cfg); err != nil {
+	startCtx, cancelStart := context.WithTimeout(ctx, cfg.StartupTimeout)
+	err = checkTopics(startCtx, kadm.NewClient(sess.Client()), &cfg)
+	cancelStart()
+	if err != nil {
 		return err
 	}
 	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers)}
@@ -223,7 +232,7 @@ func checkTopics(ctx context.Context, adm *kadm.Client, cfg *Config) error {
 	all := append(append([]string(nil), cfg.SourceTopics...), cfg.AlertsTopic, cfg.DLQTopic)
 	details, err := adm.ListTopics(ctx, all...)
 	if err != nil {
-		return fmt.Errorf("consumer: listing topics: %w", err)
+		return fmt.Errorf("consumer: listing topics on %s (check the brokers and the TLS and SASL settings): %w", strings.Join(cfg.Brokers, ","), err)
 	}
 	var missing []string
 	for _, t := range cfg.SourceTopics {

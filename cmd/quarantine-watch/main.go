@@ -17,6 +17,7 @@ import (
 	"github.com/quarantine-watch/quarantine-watch/consumer"
 	"github.com/quarantine-watch/quarantine-watch/internal/cli"
 	"github.com/quarantine-watch/quarantine-watch/internal/demo"
+	"github.com/quarantine-watch/quarantine-watch/internal/kafkaopts"
 	"github.com/quarantine-watch/quarantine-watch/internal/scan"
 	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
@@ -180,7 +181,7 @@ func parse(fs *cli.FlagSet, args []string) error {
 }
 
 func runService(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := cli.NewFlagSet("run", stderr)
+	fs := cli.NewFlagSet("run", stderr, args)
 	var cfg consumer.Config
 	var p pipelineFlags
 	host, _ := os.Hostname()
@@ -191,6 +192,17 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String(&cfg.Group, "group", "quarantine-watch", "consumer group")
 	fs.String(&cfg.TransactionalID, "transactional-id", "quarantine-watch-"+host, "transactional id: unique per instance, stable across its restarts")
 	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the alerts and dead-letter topics if missing")
+	fs.Duration(&cfg.StartupTimeout, "startup-timeout", consumer.DefaultStartupTimeout, "time allowed to reach the brokers and check the topics")
+	var sec kafkaopts.Security
+	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
+	fs.String(&sec.TLSCAFile, "tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")
+	fs.String(&sec.TLSCertFile, "tls-cert-file", "", "PEM client certificate, for mutual TLS")
+	fs.String(&sec.TLSKeyFile, "tls-key-file", "", "PEM key of --tls-cert-file")
+	fs.String(&sec.TLSServerName, "tls-server-name", "", "name to verify in the brokers' certificates (default: the broker's host)")
+	fs.Bool(&sec.TLSInsecureSkipVerify, "tls-insecure-skip-verify", false, "INSECURE: accept any broker certificate; for tests only")
+	fs.String(&sec.SASLMechanism, "sasl-mechanism", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM (credentials from the AWS default chain)")
+	fs.String(&sec.SASLUsername, "sasl-username", "", "SASL user")
+	fs.String(&sec.SASLPassword, "sasl-password", "", "SASL password (prefer the environment or a file readable by this user only)")
 	p.register(fs)
 	fs.String(&p.metricsAddr, "metrics-addr", ":9090", `address of /metrics, /healthz and /readyz ("" turns them off)`)
 	fs.Bool(&p.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
@@ -203,11 +215,20 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := p.apply(ctx, &cfg); err != nil {
 		return err
 	}
+	secOpts, err := sec.Opts()
+	if err != nil {
+		return err
+	}
+	cfg.ClientOpts = append(cfg.ClientOpts, secOpts...)
+	if sec.TLSInsecureSkipVerify {
+		cfg.Logger.Warn("--tls-insecure-skip-verify: broker certificates are not checked; anyone on the path can read and forge this traffic")
+	}
+	cfg.Logger.Info("starting", "version", versionString(), "brokers", cfg.Brokers, "security", sec, "rules", p.rules, "validate", p.validate)
 	return consumer.Run(ctx, cfg)
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("demo", stderr)
+	fs := cli.NewFlagSet("demo", stderr, args)
 	var cfg demo.Config
 	var p pipelineFlags
 	fs.Duration(&cfg.Duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
@@ -238,7 +259,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("scan", stderr)
+	fs := cli.NewFlagSet("scan", stderr, args)
 	var cfg scan.Config
 	maxValue := 0
 	fs.Int(&maxValue, "max-record-bytes", 64<<20, "larger documents are reported malformed")

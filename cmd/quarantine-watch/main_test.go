@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,4 +187,101 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(stderr, "records produced") || !strings.Contains(stderr, "findings") {
 		t.Errorf("no summary on stderr:\n%s", stderr)
 	}
+}
+
+// TestConfigPrecedence: flag > environment > config file > default, and a
+// key of the file that is no setting is an error naming it.
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "qw.yaml")
+	os.WriteFile(conf, []byte("rules: all\nvalidate: true\n"), 0o600)
+	legacy := filepath.Join(samples, "10_legacy_putuserpolicy_exposed_credential_quarantine_panther.json")
+	findings := func(args ...string) int {
+		t.Helper()
+		code, stdout, stderr := runCmd(t, "", append([]string{"scan"}, args...)...)
+		if code != 0 {
+			t.Fatalf("scan %v: exit %d: %s", args, code, stderr)
+		}
+		return strings.Count(stdout, "\n")
+	}
+	if n := findings("--config", conf, legacy); n != 1 {
+		t.Errorf("rules from the file: %d findings, want the legacy one", n)
+	}
+	t.Setenv("QW_RULES", "elastic")
+	if n := findings("--config", conf, legacy); n != 0 {
+		t.Errorf("the environment should win over the file: %d findings", n)
+	}
+	if n := findings("--config", conf, "--rules", "all", legacy); n != 1 {
+		t.Errorf("the flag should win over the environment: %d findings", n)
+	}
+	t.Setenv("QW_CONFIG", conf)
+	os.Unsetenv("QW_RULES")
+	if n := findings(legacy); n != 1 {
+		t.Errorf("QW_CONFIG: %d findings, want 1", n)
+	}
+	os.WriteFile(conf, []byte("rules: all\nbrokers-typo: x\n"), 0o600)
+	if code, _, stderr := runCmd(t, "", "scan", legacy); code != 2 || !strings.Contains(stderr, "brokers-typo") {
+		t.Errorf("unknown key: exit %d, stderr %q", code, stderr)
+	}
+	os.WriteFile(conf, []byte("max-record-bytes: lots\n"), 0o600)
+	if code, _, stderr := runCmd(t, "", "scan", legacy); code != 2 || !strings.Contains(stderr, "max-record-bytes") {
+		t.Errorf("bad value: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestSecretsNeverLogged starts the service against a broker that is not
+// there, with a SASL password from each source, and reads every log line.
+func TestSecretsNeverLogged(t *testing.T) {
+	const secret = "pa55-never-in-logs"
+	conf := filepath.Join(t.TempDir(), "qw.yaml")
+	os.WriteFile(conf, []byte("sasl-password: "+secret+"\n"), 0o600)
+	for _, c := range []struct {
+		name string
+		env  string
+		args []string
+	}{
+		{"flag", "", []string{"--sasl-password", secret}},
+		{"environment", secret, nil},
+		{"config file", "", []string{"--config", conf}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env != "" {
+				t.Setenv("QW_SASL_PASSWORD", c.env)
+			}
+			args := append([]string{"run", "--brokers", "127.0.0.1:1", "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "watcher",
+				"--metrics-addr", "", "--startup-timeout", "2s", "--log-level", "debug", "--kafka-log-level", "debug", "--log-format", "json"}, c.args...)
+			stderr := captureStderr(t, func() {
+				code, _, errOut := runCmd(t, "", args...)
+				if code != 1 || !strings.Contains(errOut, "127.0.0.1:1") {
+					t.Errorf("exit %d, %q: want a start-up error naming the broker", code, errOut)
+				}
+			})
+			if !strings.Contains(stderr, `"sasl_password":"[redacted]"`) {
+				t.Errorf("the start-up log does not show the redacted setting:\n%s", stderr)
+			}
+			if strings.Contains(stderr, secret) {
+				t.Errorf("the password was logged:\n%s", stderr)
+			}
+		})
+	}
+}
+
+// captureStderr runs f with os.Stderr, where the logger writes, redirected.
+func captureStderr(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := os.Stderr
+	os.Stderr = w
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- string(b)
+	}()
+	f()
+	os.Stderr = orig
+	w.Close()
+	return <-done
 }

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/goccy/go-yaml"
 )
 
 // EnvPrefix is the prefix of every environment variable that sets a flag:
@@ -24,22 +26,82 @@ func EnvName(flagName string) string {
 }
 
 // FlagSet wraps flag.FlagSet so that each flag's default comes from its
-// environment variable when set: precedence is flag > env > default. Bad
-// environment values are kept and reported by Parse, naming the variable.
+// environment variable, else from the config file: precedence is flag >
+// environment > config file > default. Bad values from the environment or
+// the file are kept and reported by Parse, naming where they came from.
 type FlagSet struct {
 	*flag.FlagSet
 	envErrs []error
+	file    map[string]string // from --config, by flag name
+	fileSrc string
 }
 
-// NewFlagSet returns a FlagSet that reports errors instead of exiting.
-func NewFlagSet(name string, output io.Writer) *FlagSet {
+// ConfigFlag names the config file: a flag, or QW_CONFIG.
+const ConfigFlag = "config"
+
+// NewFlagSet returns a FlagSet that reports errors instead of exiting. It
+// reads the config file named by --config in args, or by QW_CONFIG, before
+// any flag is defined, so that the file can supply their defaults.
+func NewFlagSet(name string, output io.Writer, args []string) *FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(output)
-	return &FlagSet{FlagSet: fs}
+	f := &FlagSet{FlagSet: fs}
+	path, _ := os.LookupEnv(EnvName(ConfigFlag))
+	if p, ok := configArg(args); ok {
+		path = p
+	}
+	var ignored string
+	f.StringVar(&ignored, ConfigFlag, path, "YAML file of settings, by flag name (env "+EnvName(ConfigFlag)+"); flags and the environment win over it")
+	if path != "" {
+		file, err := readConfig(path)
+		if err != nil {
+			f.envErrs = append(f.envErrs, err)
+		}
+		f.file, f.fileSrc = file, path
+	}
+	return f
+}
+
+// configArg finds --config's value in args without parsing the rest.
+func configArg(args []string) (string, bool) {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		name := strings.TrimLeft(a, "-")
+		if name == a {
+			continue
+		}
+		if v, ok := strings.CutPrefix(name, ConfigFlag+"="); ok {
+			return v, true
+		}
+		if name == ConfigFlag && i+1 < len(args) {
+			return args[i+1], true
+		}
+	}
+	return "", false
+}
+
+// lookup returns a flag's value from the environment, else the config
+// file, and where it came from.
+func (f *FlagSet) lookup(name string) (value, source string, ok bool) {
+	if v, ok := os.LookupEnv(EnvName(name)); ok {
+		return v, EnvName(name), true
+	}
+	if v, ok := f.file[name]; ok {
+		return v, fmt.Sprintf("%s: %s", f.fileSrc, name), true
+	}
+	return "", "", false
 }
 
 func (f *FlagSet) env(name string) (string, bool) {
-	return os.LookupEnv(EnvName(name))
+	v, _, ok := f.lookup(name)
+	return v, ok
+}
+
+func (f *FlagSet) badValue(name, v, want string) {
+	_, src, _ := f.lookup(name)
+	f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: %s", src, v, want))
 }
 
 func (f *FlagSet) usage(name, usage string) string {
@@ -71,7 +133,7 @@ func (f *FlagSet) Int(p *int, name string, def int, usage string) {
 	if v, ok := f.env(name); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not an integer", EnvName(name), v))
+			f.badValue(name, v, "not an integer")
 		} else {
 			def = n
 		}
@@ -84,7 +146,7 @@ func (f *FlagSet) Bool(p *bool, name string, def bool, usage string) {
 	if v, ok := f.env(name); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a boolean", EnvName(name), v))
+			f.badValue(name, v, "not a boolean")
 		} else {
 			def = b
 		}
@@ -97,7 +159,7 @@ func (f *FlagSet) Duration(p *time.Duration, name string, def time.Duration, usa
 	if v, ok := f.env(name); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a duration", EnvName(name), v))
+			f.badValue(name, v, "not a duration")
 		} else {
 			def = d
 		}
@@ -110,7 +172,7 @@ func (f *FlagSet) Float(p *float64, name string, def float64, usage string) {
 	if v, ok := f.env(name); ok {
 		x, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a number", EnvName(name), v))
+			f.badValue(name, v, "not a number")
 		} else {
 			def = x
 		}
@@ -118,14 +180,50 @@ func (f *FlagSet) Float(p *float64, name string, def float64, usage string) {
 	f.Float64Var(p, name, def, f.usage(name, usage))
 }
 
-// Parse parses args after reporting bad environment values. Like the flag
+// Parse parses args after reporting bad values from the environment or the
+// config file, and keys of the file that name no flag. Like the flag
 // package, it prints what was wrong to the flag set's output.
 func (f *FlagSet) Parse(args []string) error {
+	for key := range f.file {
+		if f.Lookup(key) == nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s: %q is not a setting of %s", f.fileSrc, key, f.Name()))
+		}
+	}
 	if len(f.envErrs) > 0 {
 		fmt.Fprintln(f.Output(), f.envErrs[0])
 		return f.envErrs[0]
 	}
 	return f.FlagSet.Parse(args)
+}
+
+// readConfig reads a YAML mapping of flag names to scalars or lists.
+func readConfig(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch v := v.(type) {
+		case []any:
+			items := make([]string, len(v))
+			for i, item := range v {
+				items[i] = fmt.Sprint(item)
+			}
+			out[k] = strings.Join(items, ",")
+		case map[string]any:
+			return nil, fmt.Errorf("--config %s: %s: want a value or a list, not a mapping", path, k)
+		case nil:
+			out[k] = ""
+		default:
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out, nil
 }
 
 // SplitList splits a comma-separated list, dropping empty items.
