@@ -11,6 +11,8 @@
 //
 // The ECS document's shape is pinned by the JSON Schema embedded from
 // schema/ecs-alert.schema.json (see ECSSchema); changing a field name or
-// type is a schema change and bumps SchemaVersion. A second format (OCSF,
-// say) is another Encoder passed to EncodeRecord; Record uses ECS.
+// type is a schema change and bumps SchemaVersion. OCSF (an OCSF 1.3
+// Detection Finding, schema/ocsf-detection-finding.schema.json) is the
+// second format; both are Encoders passed to EncodeRecord, and Record uses
+// ECS.
 package producer

@@ -21,6 +21,7 @@ import (
 	"github.com/quarantine-watch/quarantine-watch/internal/scan"
 	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
 // version is set with -ldflags "-X main.version=..."; see versionString.
@@ -100,13 +101,26 @@ func versionString() string {
 
 // pipelineFlags are the flags that run and demo share.
 type pipelineFlags struct {
-	rules                            string
+	rules, alertFormat               string
 	metricsAddr, kafkaLogLevel       string
 	pprof                            bool
 	maxBatch, workers, maxValueBytes int
 	validate                         bool
 	shutdown                         time.Duration
 	logLevel, logFormat              string
+}
+
+const alertFormatUsage = "finding document: ecs (an ECS alert) or ocsf (an OCSF 1.3 Detection Finding)"
+
+// encoder returns the producer.Encoder for an --alert-format value.
+func encoder(format string) (producer.Encoder, error) {
+	switch format {
+	case "ecs", "":
+		return producer.ECS{}, nil
+	case "ocsf":
+		return producer.OCSF{}, nil
+	}
+	return nil, fmt.Errorf("--alert-format %q: want ecs or ocsf", format)
 }
 
 // rulesUsage is the --rules help, shared by every command.
@@ -122,6 +136,7 @@ func ruleKeys() string {
 
 func (p *pipelineFlags) register(fs *cli.FlagSet) {
 	fs.String(&p.rules, "rules", "elastic", rulesUsage)
+	fs.String(&p.alertFormat, "alert-format", "ecs", alertFormatUsage)
 	fs.Int(&p.maxBatch, "max-batch", consumer.DefaultMaxBatch, "records polled into one transaction")
 	fs.Int(&p.workers, "workers", 0, "matcher workers (0: one per CPU)")
 	fs.Int(&p.maxValueBytes, "max-record-bytes", matcher.DefaultMaxValueBytes, "larger record values go to the dead-letter topic")
@@ -147,6 +162,9 @@ func (p *pipelineFlags) apply(ctx context.Context, cfg *consumer.Config) error {
 	rules, err := matcher.ParseRules(p.rules)
 	if err != nil {
 		return fmt.Errorf("--rules: %w", err)
+	}
+	if cfg.Encoder, err = encoder(p.alertFormat); err != nil {
+		return err
 	}
 	log, err := cli.NewLogger(os.Stderr, p.logLevel, p.logFormat)
 	if err != nil {
@@ -267,6 +285,8 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.Bool(&validate, "validate", true, "fully validate every document and report every malformed one")
 	ruleSpec := "elastic"
 	fs.String(&ruleSpec, "rules", "elastic", rulesUsage)
+	format := "ecs"
+	fs.String(&format, "alert-format", "ecs", alertFormatUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: quarantine-watch scan [flags] FILE... (\"-\" is stdin; .gz is read compressed)\n")
 		fs.PrintDefaults()
@@ -283,6 +303,9 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--rules: %w", err)
 	}
 	cfg.Matcher = matcher.Config{Rules: rules, MaxValueBytes: maxValue, Validate: validate}
+	if cfg.Encoder, err = encoder(format); err != nil {
+		return err
+	}
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = stdin, stdout, stderr
 	if f, ok := stderr.(*os.File); ok {
 		cfg.Progress = cli.IsTerminal(f)

@@ -135,6 +135,25 @@ func TestScanShapesAndFraming(t *testing.T) {
 	}
 }
 
+func TestScanOCSF(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "", "scan", "--alert-format", "ocsf", filepath.Join(samples, "02_attach_user_policy_quarantine_v2_panther.json"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var doc struct {
+		ClassUID    int `json:"class_uid"`
+		FindingInfo struct {
+			UID string `json:"uid"`
+		} `json:"finding_info"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || doc.ClassUID != 2004 || doc.FindingInfo.UID == "" {
+		t.Errorf("not an OCSF Detection Finding (%v): %s", err, stdout)
+	}
+	if code, _, _ := runCmd(t, "", "scan", "--alert-format", "cef", filepath.Join(samples, "02_attach_user_policy_quarantine_v2_panther.json")); code == 0 {
+		t.Error("--alert-format cef accepted")
+	}
+}
+
 func TestScanUnreadableFile(t *testing.T) {
 	code, _, stderr := runCmd(t, "", "scan", filepath.Join(t.TempDir(), "missing.json"))
 	if code != 1 || !strings.Contains(stderr, "missing.json") {
