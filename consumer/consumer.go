@@ -63,6 +63,12 @@ type Config struct {
 	CreateTopics bool
 	// StartupTimeout bounds reaching the brokers and checking the topics.
 	StartupTimeout time.Duration
+	// SessionTimeout is how long the group waits for a silent member
+	// before moving its partitions; TransactionTimeout, kept below it, is
+	// how long the broker waits before aborting a silent member's open
+	// transaction. Zero keeps franz-go's defaults (45s and 40s).
+	SessionTimeout     time.Duration
+	TransactionTimeout time.Duration
 	// ShutdownTimeout bounds how long the open transaction may take to end
 	// once ctx is cancelled.
 	ShutdownTimeout time.Duration
@@ -133,6 +139,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = DefaultStartupTimeout
 	}
+	if cfg.SessionTimeout > 0 && cfg.TransactionTimeout >= cfg.SessionTimeout {
+		return cfg, fmt.Errorf("consumer: transaction timeout %v must be below the session timeout %v", cfg.TransactionTimeout, cfg.SessionTimeout)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -166,6 +175,7 @@ func (c *Config) withDefaults() (Config, error) {
 //   - WithHooks(kprom): franz-go's client metrics, in the service's registry.
 //   - OnPartitionsRevoked/Lost: forget the lag of partitions moved away.
 //   - WithLogger(kslog): franz-go's logs through the service's slog.
+//   - SessionTimeout, HeartbeatInterval, TransactionTimeout: only when set.
 func ClientOpts(cfg *Config) []kgo.Opt {
 	forget := func(_ context.Context, _ *kgo.Client, gone map[string][]int32) {
 		for t, ps := range gone {
@@ -188,6 +198,12 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 	}
 	if cfg.KafkaLogger != nil {
 		opts = append(opts, kgo.WithLogger(kslog.New(cfg.KafkaLogger)))
+	}
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(max(cfg.SessionTimeout/10, 100*time.Millisecond)))
+	}
+	if cfg.TransactionTimeout > 0 {
+		opts = append(opts, kgo.TransactionTimeout(cfg.TransactionTimeout))
 	}
 	return opts
 }

@@ -211,6 +211,8 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String(&cfg.TransactionalID, "transactional-id", "quarantine-watch-"+host, "transactional id: unique per instance, stable across its restarts")
 	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the alerts and dead-letter topics if missing")
 	fs.Duration(&cfg.StartupTimeout, "startup-timeout", consumer.DefaultStartupTimeout, "time allowed to reach the brokers and check the topics")
+	fs.Duration(&cfg.SessionTimeout, "session-timeout", 0, "group session timeout: how soon a silent instance's partitions move (0: 45s)")
+	fs.Duration(&cfg.TransactionTimeout, "transaction-timeout", 0, "how soon the broker aborts a silent instance's open transaction; below --session-timeout (0: 40s)")
 	var sec kafkaopts.Security
 	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
 	fs.String(&sec.TLSCAFile, "tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")
