@@ -42,3 +42,20 @@ docker-up:
 # a container registry; it does nothing when the image exists.
 kafka-image:
 	integration/kafkaimage/build.sh $(KAFKA_IMAGE_TAG)
+
+QW_IMAGE ?= quarantine-watch:dev
+.PHONY: image image-smoke deploy-check
+
+# image builds $(QW_IMAGE) offline, FROM scratch (the Dockerfile needs a
+# container registry).
+image:
+	deploy/image/build-scratch.sh $(QW_IMAGE)
+
+# image-smoke runs $(QW_IMAGE) as Kubernetes will: version, a 5 s demo, uid 65532.
+image-smoke: image
+	deploy/image/smoke.sh $(QW_IMAGE)
+
+# deploy-check validates deploy/kubernetes and deploy/compose offline.
+deploy-check:
+	deploy/kubernetes/validate.sh
+	deploy/compose/validate.sh

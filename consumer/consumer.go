@@ -268,10 +268,14 @@ func checkTopics(ctx context.Context, adm *kadm.Client, cfg *Config) error {
 		if err == nil {
 			err = resp.Err
 		}
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		switch {
+		case errors.Is(err, kerr.TopicAlreadyExists):
+			// Another instance created it first.
+		case err != nil:
 			return fmt.Errorf("consumer: creating topic %q: %w", t, err)
+		default:
+			cfg.Logger.Info("created topic", "topic", t, "partitions", DefaultTopicPartitions)
 		}
-		cfg.Logger.Info("created topic", "topic", t, "partitions", DefaultTopicPartitions)
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("consumer: %s", strings.Join(missing, "; "))
