@@ -57,6 +57,8 @@ var suspect = func() (s [128]bool) {
 // prefilter searches the markers of the enabled rules.
 type prefilter struct {
 	markers []markerSearch
+	// pairs anchors every search (the markers, `\u`, "H4sI") for indexPair.
+	pairs pairSet
 }
 
 func newPrefilter(markers [][]byte) prefilter {
@@ -70,12 +72,60 @@ func newPrefilter(markers [][]byte) prefilter {
 			p.markers = append(p.markers, newMarkerSearch(m))
 		}
 	}
+	anchors := [][2]byte{{'\\', 'u'}, {'H', '4'}}
+	for _, ms := range p.markers {
+		anchors = append(anchors, [2]byte{ms.marker[ms.before], ms.marker[ms.before+1]})
+	}
+	if len(anchors) > len(p.pairs.first) {
+		panic("matcher: more prefilter anchors than pair slots")
+	}
+	for k := range p.pairs.first {
+		a := anchors[min(k, len(anchors)-1)]
+		p.pairs.first[k], p.pairs.second[k] = a[0], a[1]
+	}
 	return p
 }
 
 // mayMatch reports whether the JSON text b can hold a matching event, or a
-// compressed payload that can. See the soundness argument above.
+// compressed payload that can: whether it contains a marker, a suspect
+// escape or "H4sI". See the soundness argument above. One pass finds every
+// anchor pair; each hit is checked in full.
 func (p *prefilter) mayMatch(b []byte) bool {
+	for pos := 0; pos < len(b); {
+		i := indexPair(b[pos:], &p.pairs)
+		if i < 0 {
+			return false
+		}
+		i += pos
+		if p.matchesAt(b, i) {
+			return true
+		}
+		pos = i + 1
+	}
+	return false
+}
+
+// matchesAt reports whether a search matches at its anchor b[i:i+2].
+func (p *prefilter) matchesAt(b []byte, i int) bool {
+	switch {
+	case b[i] == '\\' && b[i+1] == 'u':
+		return suspectEscapeAt(b, i+2)
+	case b[i] == 'H' && b[i+1] == '4':
+		return bytes.HasPrefix(b[i:], base64Gzip)
+	}
+	for k := range p.markers {
+		ms := &p.markers[k]
+		start := i - ms.before
+		if start >= 0 && start+len(ms.marker) <= len(b) && bytes.Equal(b[start:start+len(ms.marker)], ms.marker) {
+			return true
+		}
+	}
+	return false
+}
+
+// mayMatchSlow is mayMatch as one search after the other: the specification
+// the one-pass version is held to (FuzzPrefilter).
+func (p *prefilter) mayMatchSlow(b []byte) bool {
 	for i := range p.markers {
 		if p.markers[i].in(b) {
 			return true
@@ -89,7 +139,7 @@ func (p *prefilter) mayMatch(b []byte) bool {
 func hasSuspectEscape(b []byte) bool {
 	i := bytes.IndexByte(b, '\\')
 	if i < 0 {
-		return false // most records: one memchr pass
+		return false
 	}
 	for {
 		j := bytes.Index(b[i:], escapeU)
@@ -97,14 +147,20 @@ func hasSuspectEscape(b []byte) bool {
 			return false
 		}
 		i += j + len(escapeU)
-		if i+4 > len(b) {
-			return true
-		}
-		cp, ok := hex4(b[i : i+4])
-		if !ok || cp < 0x80 && suspect[cp] {
+		if suspectEscapeAt(b, i) {
 			return true
 		}
 	}
+}
+
+// suspectEscapeAt reports whether the four bytes at b[i:], after a `\u`,
+// are not hex digits naming a code point outside suspect.
+func suspectEscapeAt(b []byte, i int) bool {
+	if i+4 > len(b) {
+		return true
+	}
+	cp, ok := hex4(b[i : i+4])
+	return !ok || cp < 0x80 && suspect[cp]
 }
 
 func hex4(h []byte) (rune, bool) {
@@ -124,9 +180,9 @@ func hex4(h []byte) (rune, bool) {
 	return r, true
 }
 
-// markerSearch is bytes.Contains(b, marker) anchored on the marker's rarest
-// byte in CloudTrail text ('Q', 'X'), so that IndexByte skips most of a
-// record at memchr speed where bytes.Index would stop at every 'A'.
+// markerSearch is one marker and its anchor: the marker's rarest byte in
+// CloudTrail text ('Q', '_'), which with the byte after it anchors the
+// marker in the one-pass search; in is the plain search by that byte.
 type markerSearch struct {
 	marker        []byte
 	anchor        byte
@@ -139,7 +195,7 @@ const rareBytes = "QXZJ_"
 func newMarkerSearch(marker []byte) markerSearch {
 	at := 0
 	for _, c := range []byte(rareBytes) {
-		if j := bytes.IndexByte(marker, c); j >= 0 {
+		if j := bytes.IndexByte(marker, c); j >= 0 && j+1 < len(marker) {
 			at = j
 			break
 		}
