@@ -91,6 +91,18 @@ type Options struct {
 	// image's interface: KAFKA_FOO_BAR=x is the broker property foo.bar=x.
 	Env map[string]string
 
+	// Ports, if set, are the PLAINTEXT and CONTROLLER ports of
+	// BrokerEnv, in that order, instead of free ones that Start picks: a
+	// test that adds a listener through Env (KAFKA_LISTENERS) picks every
+	// port itself, so that it can name them all. Broker.Brokers is the
+	// PLAINTEXT one.
+	Ports [2]int
+
+	// Mounts bind-mounts host paths (the values) read-only into the
+	// container at container paths (the keys): files the broker reads,
+	// such as TLS key stores.
+	Mounts map[string]string
+
 	// StartTimeout bounds how long Start and Restart wait for the broker to
 	// answer a metadata request. Zero means 3 minutes: a start takes about
 	// 10 s on two idle cores, and far longer when the machine is busy.
@@ -188,9 +200,11 @@ func start(ctx context.Context, opts Options, created func(testcontainers.Contai
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: choosing ports: %w", err)
+	ports := opts.Ports[:]
+	if opts.Ports == [2]int{} {
+		if ports, err = freePorts(2); err != nil {
+			return nil, fmt.Errorf("kafkatest: choosing ports: %w", err)
+		}
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	env := BrokerEnv(ports[0], ports[1])
@@ -208,6 +222,9 @@ func start(ctx context.Context, opts Options, created func(testcontainers.Contai
 		Labels: map[string]string{Label: "1"},
 		HostConfigModifier: func(hc *container.HostConfig) {
 			hc.NetworkMode = "host"
+			for ctrPath, hostPath := range opts.Mounts {
+				hc.Binds = append(hc.Binds, hostPath+":"+ctrPath+":ro")
+			}
 		},
 	}
 	ctr, err := provider.CreateContainer(ctx, req)
