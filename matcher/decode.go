@@ -7,36 +7,88 @@ import (
 	gojson "github.com/goccy/go-json"
 )
 
-// fields is a JSON object decoded one level deep. Keys are matched exactly:
-// CloudTrail's keys are case-sensitive, where struct decoding in
-// encoding/json and goccy/go-json would fold case.
-type fields map[string]gojson.RawMessage
+// fields is a JSON object indexed one level deep: its members' raw key and
+// value bytes, found by the indexer. Keys are matched exactly (CloudTrail's
+// keys are case-sensitive, where struct decoding in encoding/json and
+// goccy/go-json would fold case) and the last of duplicate keys wins, as in
+// a decoded map. Only text the indexer has validated is ever indexed.
+type fields struct {
+	b       []byte
+	members []member
+}
 
-// decodeObject decodes raw into an object. It reports false when raw is not
-// a JSON object.
-func decodeObject(raw []byte) (fields, bool) {
+// indexObject indexes validated JSON text that should be an object. It
+// reports false when the text is not an object.
+func indexObject(raw []byte) (fields, bool) {
 	raw = trimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return nil, false
+		return fields{}, false
 	}
-	var f fields
-	if err := gojson.Unmarshal(raw, &f); err != nil {
-		return nil, false
+	var x indexer
+	members, _, errAt := x.index(raw)
+	if errAt >= 0 {
+		return fields{}, false
 	}
-	return f, true
+	return fields{b: raw, members: members}, true
 }
 
-func (f fields) has(key string) bool {
-	_, ok := f[key]
-	return ok
+// indexArray returns the elements of validated JSON text that should be an
+// array, and false when it is not an array.
+func indexArray(raw []byte) ([][]byte, bool) {
+	raw = trimSpace(raw)
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil, false
+	}
+	var x indexer
+	members, _, errAt := x.index(raw)
+	if errAt >= 0 {
+		return nil, false
+	}
+	out := make([][]byte, len(members))
+	for i, m := range members {
+		out[i] = raw[m.val.start:m.val.end]
+	}
+	return out, true
 }
+
+// raw returns the value of key, or nil when it is absent.
+func (f fields) raw(key string) []byte {
+	for i := len(f.members) - 1; i >= 0; i-- {
+		m := f.members[i]
+		if keyIs(f.b[m.key.start:m.key.end], key) {
+			return f.b[m.val.start:m.val.end]
+		}
+	}
+	return nil
+}
+
+// keyIs reports whether the quoted JSON key raw decodes to key. A key with
+// no backslash is its bytes; an escaped one is decoded by goccy/go-json.
+func keyIs(raw []byte, key string) bool {
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) == key
+	}
+	var s string
+	return gojson.Unmarshal(raw, &s) == nil && s == key
+}
+
+func (f fields) has(key string) bool { return f.raw(key) != nil }
 
 // str returns the field as a string, and false when it is absent or not a
 // JSON string.
 func (f fields) str(key string) (string, bool) {
-	raw := trimSpace(f[key])
-	if len(raw) == 0 || raw[0] != '"' {
+	return jsonString(f.raw(key))
+}
+
+// jsonString decodes a raw JSON string; goccy/go-json decodes escapes.
+func jsonString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner), true
 	}
 	var s string
 	if err := gojson.Unmarshal(raw, &s); err != nil {
@@ -45,29 +97,37 @@ func (f fields) str(key string) (string, bool) {
 	return s, true
 }
 
+// strIs reports whether the field is the string want, without allocating
+// when it holds no escape.
+func (f fields) strIs(key, want string) bool {
+	raw := f.raw(key)
+	if len(raw) < 2 || raw[0] != '"' {
+		return false
+	}
+	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) == want
+	}
+	s, _ := jsonString(raw)
+	return s == want
+}
+
 func (f fields) string(key string) string {
 	s, _ := f.str(key)
 	return s
 }
 
 func (f fields) object(key string) fields {
-	o, _ := decodeObject(f[key])
+	o, _ := indexObject(f.raw(key))
 	return o
 }
 
 // present reports whether the field is present and non-empty in the sense of
 // Elastic's CloudTrail pipeline, which drops null and empty-string values
-// before it sets event.outcome.
+// before it sets event.outcome. A JSON string of any escape decodes to a
+// non-empty string, so only `""` is empty.
 func (f fields) present(key string) bool {
-	raw := trimSpace(f[key])
-	if len(raw) == 0 || string(raw) == "null" {
-		return false
-	}
-	if raw[0] == '"' {
-		s, _ := f.str(key)
-		return s != ""
-	}
-	return true
+	raw := f.raw(key)
+	return raw != nil && string(raw) != "null" && string(raw) != `""`
 }
 
 // record is one CloudTrail record.
@@ -76,7 +136,7 @@ type record struct {
 	f   fields
 }
 
-func (r *record) eventName() string { return r.f.string("eventName") }
+func (r *record) eventNameIs(name string) bool { return r.f.strIs("eventName", name) }
 
 func (r *record) failed() bool { return r.f.present("errorCode") || r.f.present("errorMessage") }
 
@@ -86,7 +146,7 @@ func (r *record) failed() bool { return r.f.present("errorCode") || r.f.present(
 // or ']' can only occur there inside one key or one value, so the two tests
 // agree.
 func (r *record) requestParametersContain(s []byte) bool {
-	raw := r.f["requestParameters"]
+	raw := r.f.raw("requestParameters")
 	if !bytes.Contains(raw, s) && !hasSuspectEscape(raw) {
 		return false // by the prefilter's argument, no decoded string holds s
 	}
@@ -182,7 +242,7 @@ func recordEvent(r *record) Event {
 			AccessKeyID: id.string("accessKeyId"),
 			UserName:    id.string("userName"),
 		},
-		RequestParameters: bytes.Clone(trimSpace(r.f["requestParameters"])),
+		RequestParameters: bytes.Clone(r.f.raw("requestParameters")),
 		TargetUserName:    params.string("userName"),
 		PolicyARN:         params.string("policyArn"),
 		PolicyName:        params.string("policyName"),

@@ -26,6 +26,14 @@ func newRuleFuncs(marker []byte, failed bool, names ...string) *ruleFuncs {
 		}
 		return false
 	}
+	recordWanted := func(r *record) bool {
+		for _, n := range names {
+			if r.eventNameIs(n) {
+				return true
+			}
+		}
+		return false
+	}
 	outcome := "success"
 	if failed {
 		outcome = "failure"
@@ -33,7 +41,7 @@ func newRuleFuncs(marker []byte, failed bool, names ...string) *ruleFuncs {
 	return &ruleFuncs{
 		marker: marker,
 		record: func(r *record) bool {
-			return wanted(r.eventName()) && r.failed() == failed && r.requestParametersContain(marker)
+			return recordWanted(r) && r.failed() == failed && r.requestParametersContain(marker)
 		},
 		ecs: func(d *ecsDoc) bool {
 			return d.isCloudTrail() && wanted(d.action) && d.outcome == outcome && containsString(d.requestParameters, marker)

@@ -49,7 +49,7 @@ func gz(b []byte) []byte {
 
 func b64(b []byte) []byte { return []byte(base64.StdEncoding.EncodeToString(b)) }
 
-func jsonString(b []byte) string {
+func quoteJSON(b []byte) string {
 	s, _ := json.Marshal(string(b))
 	return string(s)
 }
@@ -65,7 +65,7 @@ func eventBridge(rec []byte) []byte {
 func cloudWatchPayload(records ...[]byte) []byte {
 	var events []string
 	for i, r := range records {
-		events = append(events, fmt.Sprintf(`{"id":"3195310660696698337880902507980421114328961542429822156%d","timestamp":1432826855000,"message":%s}`, i, jsonString(r)))
+		events = append(events, fmt.Sprintf(`{"id":"3195310660696698337880902507980421114328961542429822156%d","timestamp":1432826855000,"message":%s}`, i, quoteJSON(r)))
 	}
 	return []byte(`{"owner":"123456789012","logGroup":"CloudTrail","logStream":"123456789012_CloudTrail_us-east-1","subscriptionFilters":["Destination"],"messageType":"DATA_MESSAGE","logEvents":[` + strings.Join(events, ",") + `]}`)
 }
@@ -75,7 +75,7 @@ func awslogs(payload []byte) []byte {
 }
 
 func agentEvent(rec []byte) []byte {
-	return []byte(`{"@timestamp":"2023-11-21T23:24:00.000Z","agent":{"type":"filebeat","version":"8.15.0"},"input":{"type":"aws-s3"},"data_stream":{"dataset":"aws.cloudtrail"},"message":` + jsonString(rec) + `}`)
+	return []byte(`{"@timestamp":"2023-11-21T23:24:00.000Z","agent":{"type":"filebeat","version":"8.15.0"},"input":{"type":"aws-s3"},"data_stream":{"dataset":"aws.cloudtrail"},"message":` + quoteJSON(rec) + `}`)
 }
 
 func ecsDocument(action, outcome, dataset, params string) []byte {

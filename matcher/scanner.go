@@ -104,7 +104,8 @@ func (s *Scanner) skip(text []byte) bool {
 
 // decodeValue validates JSON text and evaluates every event in it.
 func (s *Scanner) decodeValue(text []byte, res *Result, wantLogEvents bool) {
-	if err := validate(text, -1); err != nil {
+	top, err := validate(text, -1)
+	if err != nil {
 		res.fail(err)
 		return
 	}
@@ -113,11 +114,6 @@ func (s *Scanner) decodeValue(text []byte, res *Result, wantLogEvents bool) {
 			res.fail(inputError(ErrDecoderPanic, -1, -1, "%v", p))
 		}
 	}()
-	top, ok := decodeObject(text)
-	if !ok {
-		res.fail(inputError(ErrMalformedJSON, -1, -1, "decoder rejected validated JSON"))
-		return
-	}
 	if wantLogEvents && !top.has("logEvents") {
 		res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a CloudWatch Logs payload"))
 		return
@@ -132,8 +128,8 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 	switch {
 	case top.has("Records"):
 		res.Shape = ShapeS3Object
-		var records []gojsonRaw
-		if err := unmarshalArray(top["Records"], &records); err != nil {
+		records, ok := indexArray(top.raw("Records"))
+		if !ok {
 			res.fail(inputError(ErrUnknownShape, -1, -1, "Records is not an array"))
 			return
 		}
@@ -156,12 +152,12 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 		if s.skip(inner) {
 			return
 		}
-		if err := validate(inner, -1); err != nil {
+		payload, err := validate(inner, -1)
+		if err != nil {
 			res.fail(err)
 			return
 		}
-		payload, ok := decodeObject(inner)
-		if !ok || !payload.has("logEvents") {
+		if !payload.has("logEvents") {
 			res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a CloudWatch Logs payload"))
 			return
 		}
@@ -171,10 +167,10 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 		s.evalLogEvents(top, res)
 	case top.has("detail") && top.has("detail-type"):
 		res.Shape = ShapeEventBridge
-		s.evalRecord(top["detail"], 0, res)
+		s.evalRecord(top.raw("detail"), 0, res)
 	case top.has("eventName"):
 		res.Shape = ShapeRecord
-		s.evalRecord(text, 0, res)
+		s.evalFields(top, 0, res)
 	case top.object("event").has("action"):
 		res.Shape = ShapeECS
 		d := newECSDoc(text, top)
@@ -202,13 +198,13 @@ func (s *Scanner) evalLogEvents(payload fields, res *Result) {
 	if payload.string("messageType") == "CONTROL_MESSAGE" {
 		return
 	}
-	var events []gojsonRaw
-	if err := unmarshalArray(payload["logEvents"], &events); err != nil {
+	events, ok := indexArray(payload.raw("logEvents"))
+	if !ok {
 		res.fail(inputError(ErrUnknownShape, -1, -1, "logEvents is not an array"))
 		return
 	}
 	for i, e := range events {
-		ev, ok := decodeObject(e)
+		ev, ok := indexObject(e)
 		if !ok {
 			res.fail(inputError(ErrUnknownShape, i, -1, "log event is not an object"))
 			continue
@@ -225,21 +221,27 @@ func (s *Scanner) evalLogEvents(payload fields, res *Result) {
 // evalRecordText evaluates a record carried as a string, which has not been
 // validated as JSON yet.
 func (s *Scanner) evalRecordText(text []byte, index int, res *Result) {
-	if err := validate(text, index); err != nil {
+	f, err := validate(text, index)
+	if err != nil {
 		res.fail(err)
 		return
 	}
-	s.evalRecord(text, index, res)
+	s.evalFields(f, index, res)
 }
 
 // evalRecord evaluates one CloudTrail record from validated JSON.
 func (s *Scanner) evalRecord(raw []byte, index int, res *Result) {
-	f, ok := decodeObject(raw)
-	if !ok {
+	f, _ := indexObject(raw)
+	s.evalFields(f, index, res)
+}
+
+// evalFields evaluates one indexed CloudTrail record.
+func (s *Scanner) evalFields(f fields, index int, res *Result) {
+	if f.b == nil {
 		res.fail(inputError(ErrUnknownShape, index, -1, "record is not a JSON object"))
 		return
 	}
-	r := &record{raw: raw, f: f}
+	r := &record{raw: f.b, f: f}
 	for _, rule := range s.m.rules {
 		if ruleLogic(rule).record(r) {
 			res.Findings = append(res.Findings, Finding{Rule: rule, Event: recordEvent(r), Shape: res.Shape, Index: index})
@@ -248,22 +250,31 @@ func (s *Scanner) evalRecord(raw []byte, index int, res *Result) {
 }
 
 // validate runs before goccy/go-json sees any input: the decoder has open
-// crash bugs on malformed JSON, while encoding/json's validator is hardened
-// and rejects nesting deeper than 10,000 levels.
-func validate(text []byte, index int) *InputError {
+// crash bugs on malformed JSON (goccy/go-json issues 575 and 604). The
+// indexer accepts what encoding/json.Valid accepts, nesting to 10,000 levels
+// (FuzzIndexer); encoding/json then says what is wrong, for the error only.
+// It returns the text's members when it is an object (fields.b is nil
+// otherwise), so the text is read once.
+func validate(text []byte, index int) (fields, *InputError) {
 	if !utf8.Valid(text) {
-		return inputError(ErrBadEncoding, index, int64(firstInvalidUTF8(text)), "invalid UTF-8")
+		return fields{}, inputError(ErrBadEncoding, index, int64(firstInvalidUTF8(text)), "invalid UTF-8")
 	}
-	if json.Valid(text) {
-		return nil
+	text = trimSpace(text)
+	var x indexer
+	members, kind, errAt := x.index(text)
+	if errAt < 0 {
+		if kind != '{' {
+			return fields{}, nil
+		}
+		return fields{b: text, members: members}, nil
 	}
 	var v json.RawMessage
 	err := json.Unmarshal(text, &v)
 	var syn *json.SyntaxError
 	if errors.As(err, &syn) {
-		return inputError(ErrMalformedJSON, index, syn.Offset, "%s", syn.Error())
+		return fields{}, inputError(ErrMalformedJSON, index, syn.Offset, "%s", syn.Error())
 	}
-	return inputError(ErrMalformedJSON, index, -1, "%v", err)
+	return fields{}, inputError(ErrMalformedJSON, index, -1, "%v", err)
 }
 
 func firstInvalidUTF8(b []byte) int {

@@ -1,0 +1,52 @@
+package matcher
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestIndexerAgreesWithEncodingJSON(t *testing.T) {
+	for _, s := range []string{
+		``, ` `, `{}`, `[]`, `{"a":1}`, `{"a":1,}`, `[1,]`, `{"a" 1}`, `{"a":}`, `{a:1}`, `"x"`, `"\u00e9"`, `"\u00g9"`,
+		`"\x"`, "\"\x01\"", "\"\t\"", `-0`, `-`, `01`, `1.`, `1.5e+3`, `1e`, `.5`, `truee`, `nul`, `[true,false,null]`,
+		`{"a":{"b":[1,{"c":"d"}]}}`, ` {"a" : [ 1 , 2 ] } `, `{"a":1}{`, `{"a":"\"}`, `{"a":"\\"}`, "{\"a\":\"\xff\"}",
+		strings.Repeat("[", 10000) + strings.Repeat("]", 10000), strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+	} {
+		var x indexer
+		_, _, errAt := x.index([]byte(s))
+		if got, want := errAt < 0, json.Valid([]byte(s)); got != want {
+			t.Errorf("%.60q: indexer valid %v, encoding/json %v", s, got, want)
+		}
+	}
+}
+
+func TestIndexerMembers(t *testing.T) {
+	var x indexer
+	text := []byte(` {"a" : 1, "b":{"c":[2]}, "d":"e\"f"} `)
+	m, kind, errAt := x.index(text)
+	if errAt >= 0 || kind != '{' || len(m) != 3 {
+		t.Fatalf("members %v kind %c err %d", m, kind, errAt)
+	}
+	var got []string
+	for _, mm := range m {
+		got = append(got, string(text[mm.key.start:mm.key.end])+"="+string(text[mm.val.start:mm.val.end]))
+	}
+	if strings.Join(got, " ") != `"a"=1 "b"={"c":[2]} "d"="e\"f"` {
+		t.Errorf("members: %v", got)
+	}
+}
+
+// FuzzIndexer holds the validator to encoding/json.Valid.
+func FuzzIndexer(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `"\u0041"`, `-1.5e-3`, `[`, `{"a":"\n"}`} {
+		f.Add([]byte(s))
+	}
+	var x indexer
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, errAt := x.index(b)
+		if got, want := errAt < 0, json.Valid(b); got != want {
+			t.Fatalf("%q: indexer valid %v, encoding/json %v", b, got, want)
+		}
+	})
+}
