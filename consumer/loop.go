@@ -49,7 +49,9 @@ func (l *loop) run(ctx context.Context) error {
 			log.Info("stopping", "reason", context.Cause(ctx))
 			return nil
 		}
+		fetchErrs := 0
 		fetches.EachError(func(topic string, partition int32, err error) {
+			fetchErrs++
 			log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 		})
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -59,6 +61,14 @@ func (l *loop) run(ctx context.Context) error {
 		})
 		records := fetches.Records()
 		if len(records) == 0 {
+			if fetchErrs > 0 {
+				// The client retries on its own; do not spin on the errors
+				// it reports meanwhile.
+				select {
+				case <-time.After(250 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
 			continue
 		}
 		committed, err := l.transact(work, records)
