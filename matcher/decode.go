@@ -54,23 +54,21 @@ func indexArray(raw []byte) ([][]byte, bool) {
 // raw returns the value of key, or nil when it is absent.
 func (f fields) raw(key string) []byte {
 	for i := len(f.members) - 1; i >= 0; i-- {
-		m := f.members[i]
-		if keyIs(f.b[m.key.start:m.key.end], key) {
+		m := &f.members[i]
+		raw := f.b[m.key.start:m.key.end]
+		if m.escaped {
+			// An escaped key is decoded by goccy/go-json.
+			var s string
+			if gojson.Unmarshal(raw, &s) == nil && s == key {
+				return f.b[m.val.start:m.val.end]
+			}
+			continue
+		}
+		if len(raw) == len(key)+2 && string(raw[1:len(raw)-1]) == key {
 			return f.b[m.val.start:m.val.end]
 		}
 	}
 	return nil
-}
-
-// keyIs reports whether the quoted JSON key raw decodes to key. A key with
-// no backslash is its bytes; an escaped one is decoded by goccy/go-json.
-func keyIs(raw []byte, key string) bool {
-	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) == key
-	}
-	var s string
-	return gojson.Unmarshal(raw, &s) == nil && s == key
 }
 
 func (f fields) has(key string) bool { return f.raw(key) != nil }
@@ -150,31 +148,46 @@ func (r *record) requestParametersContain(s []byte) bool {
 	if !bytes.Contains(raw, s) && !hasSuspectEscape(raw) {
 		return false // by the prefilter's argument, no decoded string holds s
 	}
-	var v any
-	if err := gojson.Unmarshal(raw, &v); err != nil {
-		return false
-	}
-	return anyContains(v, string(s))
+	return containsDeep(raw, s)
 }
 
-func anyContains(v any, s string) bool {
-	switch v := v.(type) {
-	case string:
-		return strings.Contains(v, s)
-	case map[string]any:
-		for k, e := range v {
-			if strings.Contains(k, s) || anyContains(e, s) {
+// containsDeep reports whether a key or string value of the validated JSON
+// value raw, at any depth, contains s once decoded.
+func containsDeep(raw, s []byte) bool {
+	raw = trimSpace(raw)
+	if len(raw) == 0 {
+		return false
+	}
+	switch raw[0] {
+	case '"':
+		return stringContains(raw, s)
+	case '{', '[':
+		var x indexer
+		members, _, errAt := x.index(raw)
+		if errAt >= 0 {
+			return false
+		}
+		for _, m := range members {
+			if raw[0] == '{' && stringContains(raw[m.key.start:m.key.end], s) {
 				return true
 			}
-		}
-	case []any:
-		for _, e := range v {
-			if anyContains(e, s) {
+			if containsDeep(raw[m.val.start:m.val.end], s) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// stringContains reports whether the quoted JSON string raw contains s once
+// decoded; only a string with an escape is decoded, by goccy/go-json.
+func stringContains(raw, s []byte) bool {
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return bytes.Contains(inner, s)
+	}
+	str, ok := jsonString(raw)
+	return ok && strings.Contains(str, string(s))
 }
 
 // ecsDoc holds the fields of an ECS document that rules read.

@@ -1,9 +1,6 @@
 package matcher
 
-import (
-	"bytes"
-	"encoding/binary"
-)
+import "bytes"
 
 // maxDepth is encoding/json's nesting limit, so that this validator and the
 // reference evaluator agree on what is too deep.
@@ -13,8 +10,11 @@ const maxDepth = 10000
 type span struct{ start, end int }
 
 // member is one member of a top-level object (key and value) or array
-// (value only).
-type member struct{ key, val span }
+// (value only). escaped says the key holds a backslash escape.
+type member struct {
+	key, val span
+	escaped  bool
+}
 
 // indexer validates JSON text as encoding/json.Valid does (RFC 8259, at most
 // maxDepth levels; UTF-8 is checked apart) and, in the same pass, records the
@@ -25,12 +25,18 @@ type indexer struct {
 	b       []byte
 	i       int
 	members []member
+	escaped bool // the last string accepted held an escape
 }
 
 // index validates b and returns the top-level members (none for a scalar),
 // the first byte of the top-level value, and -1; or, for invalid text, the
 // offset where it went wrong.
 func (x *indexer) index(b []byte) (members []member, kind byte, errAt int) {
+	if x.members == nil {
+		// A CloudTrail record has about twenty top-level members: one
+		// allocation instead of a slice grown five times.
+		x.members = make([]member, 0, 32)
+	}
 	x.b, x.i, x.members = b, 0, x.members[:0]
 	x.space()
 	if x.i < len(b) {
@@ -101,6 +107,7 @@ func (x *indexer) object(depth int) bool {
 			return false
 		}
 		key.end = x.i
+		escaped := x.escaped
 		x.space()
 		if x.i >= len(x.b) || x.b[x.i] != ':' {
 			return false
@@ -113,7 +120,7 @@ func (x *indexer) object(depth int) bool {
 		}
 		if depth == 1 {
 			val.end = x.i
-			x.members = append(x.members, member{key, val})
+			x.members = append(x.members, member{key: key, val: val, escaped: escaped})
 		}
 		x.space()
 		if x.i >= len(x.b) {
@@ -168,36 +175,41 @@ func (x *indexer) array(depth int) bool {
 	}
 }
 
-// str accepts a string. Most of CloudTrail's bytes are inside strings, so
-// the run up to the next quote is found with IndexByte and checked for
-// backslashes and control bytes eight bytes at a time.
+// plainString marks the bytes that can stand for themselves in a string:
+// not the quote, the backslash or a control byte.
+var plainString = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// str accepts a string. CloudTrail's strings are short, so a byte loop over
+// a table beats searching for the closing quote.
 func (x *indexer) str() bool {
 	x.i++ // opening quote
-	for {
-		q := bytes.IndexByte(x.b[x.i:], '"')
-		if q < 0 {
-			x.i = len(x.b)
-			return false
+	x.escaped = false
+	b := x.b
+	for x.i < len(b) {
+		c := b[x.i]
+		if plainString[c] {
+			x.i++
+			continue
 		}
-		run := x.b[x.i : x.i+q]
-		e := bytes.IndexByte(run, '\\')
-		if e < 0 {
-			if hasControl(run) {
-				x.i += controlAt(run)
+		switch c {
+		case '"':
+			x.i++
+			return true
+		case '\\':
+			x.escaped = true
+			if !x.escape() {
 				return false
 			}
-			x.i += q + 1
-			return true
-		}
-		if hasControl(run[:e]) {
-			x.i += controlAt(run[:e])
-			return false
-		}
-		x.i += e
-		if !x.escape() {
-			return false
+		default:
+			return false // a control byte
 		}
 	}
+	return false
 }
 
 // escape accepts one escape sequence at x.b[x.i], the backslash.
@@ -222,40 +234,6 @@ func (x *indexer) escape() bool {
 		return true
 	}
 	return false
-}
-
-const (
-	swarOnes  = 0x0101010101010101
-	swarHighs = 0x8080808080808080
-)
-
-// hasControl reports whether b holds a byte below 0x20, which JSON forbids
-// inside strings.
-func hasControl(b []byte) bool {
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		w := binary.LittleEndian.Uint64(b[i:])
-		// The high bit of a byte of the result is set where w's byte is
-		// below 0x20 (bytes with the high bit set never count).
-		if (w-swarOnes*0x20)&^w&swarHighs != 0 {
-			return true
-		}
-	}
-	for ; i < len(b); i++ {
-		if b[i] < 0x20 {
-			return true
-		}
-	}
-	return false
-}
-
-func controlAt(b []byte) int {
-	for i, c := range b {
-		if c < 0x20 {
-			return i
-		}
-	}
-	return len(b)
 }
 
 func (x *indexer) literal(lit string) bool {
