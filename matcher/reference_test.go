@@ -154,6 +154,11 @@ func refParse(b []byte) (any, bool) {
 }
 
 func refGunzip(b []byte, limit int) ([]byte, bool) {
+	// RFC 1952: a decoder must refuse a header with reserved flag bits set;
+	// compress/gzip does not check them.
+	if len(b) >= 4 && b[3]&0xe0 != 0 {
+		return nil, false
+	}
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
 		return nil, false
