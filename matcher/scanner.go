@@ -356,15 +356,19 @@ var (
 // {"awslogs":{"data":"<base64>"}}, or nil. Base64 has no character JSON
 // must escape, so for such text the full decoder would yield the same data;
 // any other spelling (spaces, more keys, escapes) takes the full decoder.
-// Characters that are not base64 fail the base64 decode, as they would
-// after a full decode.
+// Other characters that are not base64 fail the base64 decode, as they
+// would after a full decode (found by FuzzMatcher: CR and LF do not).
 func canonicalAWSLogs(text []byte) []byte {
 	if len(text) < len(awslogsPrefix)+len(awslogsSuffix) || !bytes.HasPrefix(text, awslogsPrefix) || !bytes.HasSuffix(text, awslogsSuffix) {
 		return nil
 	}
 	data := text[len(awslogsPrefix) : len(text)-len(awslogsSuffix)]
-	if bytes.IndexByte(data, '\\') >= 0 || bytes.IndexByte(data, '"') >= 0 {
-		return nil
+	// An escape or a quote needs the full decoder; a raw CR or LF is
+	// invalid JSON, yet base64 decoding would skip it.
+	for _, c := range []byte{'\\', '"', '\r', '\n'} {
+		if bytes.IndexByte(data, c) >= 0 {
+			return nil
+		}
 	}
 	return data
 }
