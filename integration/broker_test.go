@@ -17,7 +17,21 @@ import (
 // kafka is the one broker of this package's tests (see kafkatest.Suite).
 var kafka kafkatest.Suite
 
-func TestMain(m *testing.M) { os.Exit(kafka.Run(m)) }
+// TestMain builds the quarantine-watch binary once, in the background while
+// the first test starts the broker, for the tests that run it as real
+// processes (see service_test.go), runs the tests and removes the broker.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "quarantine-watch-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buildService(dir)
+	code := kafka.Run(m)
+	endBuild()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 const (
 	smokePartitions = 6
