@@ -12,6 +12,8 @@ package consumer
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -242,11 +244,39 @@ func Run(ctx context.Context, c Config) error {
 	return l.run(ctx)
 }
 
+// isAuthError reports errors that waiting will not cure.
+func isAuthError(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	return errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) ||
+		errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed) ||
+		errors.Is(err, kerr.ClusterAuthorizationFailed) || errors.Is(err, kerr.IllegalSaslState) ||
+		errors.Is(err, kerr.UnsupportedSaslMechanism)
+}
+
 // checkTopics fails with the name of each missing topic, or creates the
 // outputs when asked to.
 func checkTopics(ctx context.Context, adm *kadm.Client, cfg *Config) error {
 	all := append(append([]string(nil), cfg.SourceTopics...), cfg.AlertsTopic, cfg.DLQTopic)
-	details, err := adm.ListTopics(ctx, all...)
+	// Brokers that are restarting refuse connections for a while: retry
+	// until the start-up timeout, so that an instance restarted alongside
+	// its cluster waits for it rather than crash-looping.
+	var details kadm.TopicDetails
+	var err error
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		details, err = adm.ListTopics(ctx, all...)
+		if err == nil || isAuthError(err) {
+			break
+		}
+		cfg.Logger.Warn("brokers not reachable yet", "brokers", cfg.Brokers, "err", err)
+		select {
+		case <-time.After(backoff):
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
 	if err != nil {
 		return fmt.Errorf("consumer: listing topics on %s (check the brokers and the TLS and SASL settings): %w", strings.Join(cfg.Brokers, ","), err)
 	}
