@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
@@ -238,4 +239,34 @@ func BenchmarkPool(b *testing.B) {
 			nonMatching.report(b)
 		})
 	}
+}
+
+// BenchmarkAllRulesCost times the faithful rule alone and every rule on the
+// non-matching mix in alternate passes, so that both see the same machine:
+// it reports each one's ns/record and their ratio (the cost of the companion
+// rules on the fast path).
+func BenchmarkAllRulesCost(b *testing.B) {
+	faithful, err := matcher.New(matcher.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	all, err := matcher.New(matcher.Config{Rules: matcher.AllRules})
+	if err != nil {
+		b.Fatal(err)
+	}
+	scanners := []*matcher.Scanner{faithful.NewScanner(), all.NewScanner()}
+	var spent [2]time.Duration
+	for b.Loop() {
+		for i, s := range scanners {
+			start := time.Now()
+			for _, v := range nonMatching.values {
+				s.Match(v, nil)
+			}
+			spent[i] += time.Since(start)
+		}
+	}
+	n := float64(b.N) * float64(len(nonMatching.values))
+	b.ReportMetric(float64(spent[0].Nanoseconds())/n, "faithful-ns/record")
+	b.ReportMetric(float64(spent[1].Nanoseconds())/n, "all-rules-ns/record")
+	b.ReportMetric(float64(spent[1])/float64(spent[0]), "all/faithful")
 }
