@@ -128,56 +128,41 @@ func (f *FlagSet) List(p *[]string, name string, def []string, usage string) {
 	})
 }
 
+// fallback returns the flag's value from the environment or the config
+// file, parsed, else def; a value that does not parse is kept for Parse to
+// report, naming where it came from.
+func fallback[T any](f *FlagSet, name string, def T, parse func(string) (T, error), want string) T {
+	v, ok := f.env(name)
+	if !ok {
+		return def
+	}
+	x, err := parse(v)
+	if err != nil {
+		f.badValue(name, v, want)
+		return def
+	}
+	return x
+}
+
 // Int defines an int flag with an environment fallback.
 func (f *FlagSet) Int(p *int, name string, def int, usage string) {
-	if v, ok := f.env(name); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			f.badValue(name, v, "not an integer")
-		} else {
-			def = n
-		}
-	}
-	f.IntVar(p, name, def, f.usage(name, usage))
+	f.IntVar(p, name, fallback(f, name, def, strconv.Atoi, "not an integer"), f.usage(name, usage))
 }
 
 // Bool defines a bool flag with an environment fallback.
 func (f *FlagSet) Bool(p *bool, name string, def bool, usage string) {
-	if v, ok := f.env(name); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			f.badValue(name, v, "not a boolean")
-		} else {
-			def = b
-		}
-	}
-	f.BoolVar(p, name, def, f.usage(name, usage))
+	f.BoolVar(p, name, fallback(f, name, def, strconv.ParseBool, "not a boolean"), f.usage(name, usage))
 }
 
 // Duration defines a duration flag with an environment fallback.
 func (f *FlagSet) Duration(p *time.Duration, name string, def time.Duration, usage string) {
-	if v, ok := f.env(name); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			f.badValue(name, v, "not a duration")
-		} else {
-			def = d
-		}
-	}
-	f.DurationVar(p, name, def, f.usage(name, usage))
+	f.DurationVar(p, name, fallback(f, name, def, time.ParseDuration, "not a duration"), f.usage(name, usage))
 }
 
 // Float defines a float flag with an environment fallback.
 func (f *FlagSet) Float(p *float64, name string, def float64, usage string) {
-	if v, ok := f.env(name); ok {
-		x, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			f.badValue(name, v, "not a number")
-		} else {
-			def = x
-		}
-	}
-	f.Float64Var(p, name, def, f.usage(name, usage))
+	parse := func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }
+	f.Float64Var(p, name, fallback(f, name, def, parse, "not a number"), f.usage(name, usage))
 }
 
 // Parse parses args after reporting bad values from the environment or the
