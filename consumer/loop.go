@@ -87,13 +87,11 @@ func (l *loop) run(ctx context.Context) error {
 		if failed >= maxFailedBatches {
 			return fmt.Errorf("consumer: %d batches in a row aborted, last produce error: %w", failed, produceErr)
 		}
-		{
-			backoff := time.Duration(failed) * 500 * time.Millisecond
-			log.Warn("batch aborted after a produce error, replaying", "err", produceErr, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
+		backoff := time.Duration(failed) * 500 * time.Millisecond
+		log.Warn("batch aborted after a produce error, replaying", "err", produceErr, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
 		}
 	}
 }
