@@ -64,3 +64,13 @@ deploy-check:
 	deploy/kubernetes/validate.sh
 	deploy/compose/validate.sh
 
+# bench-e2e is the end-to-end benchmark (integration/bench/e2e, docs/benchmarks.md):
+# quarantine-watch beside a raw franz-go consumer, a Kafka Streams EOS peer
+# (integration/streams-peer) and a naive encoding/json loop, on a real broker.
+# BENCH_E2E_FLAGS adds flags, e.g. BENCH_E2E_FLAGS="-rounds 1 -pprof bin/qw.pprof".
+BENCH_E2E_FLAGS ?=
+.PHONY: bench-e2e
+bench-e2e: docker-up kafka-image build
+	mvn -q -B -Dstyle.color=never -f integration/streams-peer/pom.xml package
+	$(GO) build -o bin/bench-e2e ./integration/bench/e2e
+	KAFKA_IMAGE=$(KAFKA_IMAGE_TAG) bin/bench-e2e $(BENCH_E2E_FLAGS)
