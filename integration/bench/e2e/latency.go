@@ -192,11 +192,17 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 		return fail(err)
 	}
 
-	prod, err := kgo.NewClient(producerOpts(b.brokers, s.source)...)
-	if err != nil {
-		return fail(err)
+	// One shipper by default; an idempotent franz-go producer has one
+	// request in flight per broker, and several did not queue less here.
+	var prods []*kgo.Client
+	for range b.o.latencyProducers {
+		prod, err := kgo.NewClient(producerOpts(b.brokers, s.source)...)
+		if err != nil {
+			return fail(err)
+		}
+		defer prod.Close()
+		prods = append(prods, prod)
 	}
-	defer prod.Close()
 	load := newPacedLoad(rate, b.o.latencyPosRate, b.o.seed+100, 50_000)
 	before, err := ch.stats()
 	if err != nil {
@@ -205,7 +211,7 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 	began := time.Now()
 	measureFrom := began.Add(b.o.latencyWarmup)
 	var all []*sent
-	lr.produced, lr.achieved, err = load.run(ctx, prod, b.o.latencyWarmup+b.o.latencyFor, func(p *sent) { all = append(all, p) })
+	lr.produced, lr.achieved, err = load.run(ctx, prods, b.o.latencyWarmup+b.o.latencyFor, func(p *sent) { all = append(all, p) })
 	if err != nil {
 		return fail(fmt.Errorf("producing: %w", err))
 	}

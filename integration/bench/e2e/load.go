@@ -181,7 +181,7 @@ type sent struct {
 
 // run produces for d, calling onPositive for every positive, and returns
 // the records produced and the rate achieved.
-func (l *pacedLoad) run(ctx context.Context, cl *kgo.Client, d time.Duration, onPositive func(*sent)) (int64, float64, error) {
+func (l *pacedLoad) run(ctx context.Context, cls []*kgo.Client, d time.Duration, onPositive func(*sent)) (int64, float64, error) {
 	var (
 		mu       sync.Mutex
 		firstErr error
@@ -206,6 +206,7 @@ func (l *pacedLoad) run(ctx context.Context, cl *kgo.Client, d time.Duration, on
 		due := int64(float64(l.rate) * elapsed.Seconds())
 		for ; n < due; n++ {
 			now := time.Now()
+			cl := cls[n%int64(len(cls))]
 			if l.pick.Float64() >= l.positiveRate {
 				cl.Produce(ctx, &kgo.Record{Value: l.pool[next], Timestamp: now}, promise)
 				next = (next + 1) % len(l.pool)
@@ -231,8 +232,10 @@ func (l *pacedLoad) run(ctx context.Context, cl *kgo.Client, d time.Duration, on
 		time.Sleep(time.Millisecond)
 	}
 	elapsed := time.Since(began)
-	if err := cl.Flush(ctx); err != nil {
-		return n, 0, err
+	for _, cl := range cls {
+		if err := cl.Flush(ctx); err != nil {
+			return n, 0, err
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()

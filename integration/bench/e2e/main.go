@@ -78,12 +78,13 @@ type options struct {
 	streamsThreads int
 	kafkaHeap      string
 
-	latency        bool
-	latencyRate    int
-	latencyPosRate float64
-	latencyWarmup  time.Duration
-	latencyFor     time.Duration
-	latencyDrain   time.Duration
+	latency          bool
+	latencyRate      int
+	latencyPosRate   float64
+	latencyWarmup    time.Duration
+	latencyFor       time.Duration
+	latencyDrain     time.Duration
+	latencyProducers int
 
 	timeout      time.Duration
 	pprofOut     string
@@ -114,6 +115,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.latencyWarmup, "latency-warmup", 10*time.Second, "load before latency is measured")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 45*time.Second, "load during which latency is measured")
 	fs.DurationVar(&o.latencyDrain, "latency-drain", time.Minute, "how long findings are awaited after the load ends; later ones count as longer than any measured")
+	fs.IntVar(&o.latencyProducers, "latency-producers", 1, "producer clients of the latency runs, records spread round-robin")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest a contender may take to read the topic")
 	fs.StringVar(&o.pprofOut, "pprof", "", "after the rounds, run quarantine-watch once more with --pprof and write a CPU profile to this file (and its /metrics to FILE.metrics, and those of its latency run to FILE.latency.metrics)")
 	fs.IntVar(&o.pprofSeconds, "pprof-seconds", 10, "length of the CPU profile")
@@ -123,6 +125,20 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "e2e: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"records", o.records}, {"partitions", o.partitions}, {"rounds", o.rounds}, {"max-batch", o.maxBatch},
+		{"streams-threads", o.streamsThreads}, {"latency-producers", o.latencyProducers}, {"pprof-seconds", o.pprofSeconds}} {
+		if f.v <= 0 {
+			fmt.Fprintf(stderr, "e2e: -%s %d: must be positive\n", f.name, f.v)
+			return 2
+		}
+	}
+	if o.latencyRate < 0 || !(o.latencyPosRate > 0 && o.latencyPosRate <= 1) || !(o.quarantineRate > 0 && o.quarantineRate < 0.09) {
+		fmt.Fprintln(stderr, "e2e: -latency-rate must be 0 or more, -latency-quarantine-rate in (0, 1], -quarantine-rate in (0, 0.09)")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -116,6 +116,7 @@ public final class StreamsPeer {
             new Thread(
                 () -> {
                   streams.close(Duration.ofSeconds(30));
+                  deleteTree(streams, stateDir);
                   done.countDown();
                 }));
     System.err.println(
@@ -129,7 +130,25 @@ public final class StreamsPeer {
     streams.start();
     done.await();
     streams.close(Duration.ofSeconds(30));
+    deleteTree(streams, stateDir);
     System.exit(exit.get());
+  }
+
+  /** deleteTree removes the state directory, which a stateless topology leaves (nearly) empty. */
+  static void deleteTree(KafkaStreams streams, Path dir) {
+    try {
+      streams.cleanUp();
+    } catch (IllegalStateException e) {
+      // Still running after close timed out: remove what we can.
+    }
+    if (!Files.exists(dir)) {
+      return;
+    }
+    try (java.util.stream.Stream<Path> paths = Files.walk(dir)) {
+      paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+    } catch (IOException e) {
+      System.err.println("streams-peer: removing " + dir + ": " + e);
+    }
   }
 
   /** matches reports whether the rule reports the CloudTrail record v. */
