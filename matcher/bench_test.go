@@ -241,6 +241,34 @@ func BenchmarkPool(b *testing.B) {
 	}
 }
 
+// BenchmarkPoolScaling runs the same 4,096-record batch through a pool of
+// one worker and a pool of two in alternate passes, so that both see the same
+// machine, and reports the speed-up (one worker's time over two workers').
+// On a 2-core machine the second worker shares the cores with the Go runtime
+// and whatever else runs; on N idle cores the speed-up should approach N
+// until memory bandwidth bounds it, since workers share only the counter.
+func BenchmarkPoolScaling(b *testing.B) {
+	m, err := matcher.New(matcher.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	results := make([]matcher.Result, len(nonMatching.values))
+	pools := []*matcher.Pool{m.NewPool(1), m.NewPool(2)}
+	var spent [2]time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, p := range pools {
+			start := time.Now()
+			p.Match(nonMatching.values, results)
+			spent[i] += time.Since(start)
+		}
+	}
+	n := float64(b.N) * float64(len(nonMatching.values))
+	b.ReportMetric(float64(spent[0].Nanoseconds())/n, "1-worker-ns/record")
+	b.ReportMetric(float64(spent[1].Nanoseconds())/n, "2-workers-ns/record")
+	b.ReportMetric(float64(spent[0])/float64(spent[1]), "speedup")
+}
+
 // BenchmarkAllRulesCost times the faithful rule alone and every rule on the
 // non-matching mix in alternate passes, so that both see the same machine:
 // it reports each one's ns/record and their ratio (the cost of the companion
