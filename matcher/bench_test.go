@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -203,6 +204,47 @@ func BenchmarkEncodingJSON(b *testing.B) {
 // BenchmarkMatching is the matcher over records that all match, in every
 // shape: the slow path's cost.
 func BenchmarkMatching(b *testing.B) { benchMatcher(b, matching, matcher.Config{}) }
+
+// BenchmarkMatchingCost times the matcher and the naive encoding/json decode
+// on the matching corpus in alternate passes, so that both see the same
+// machine, and reports their ratio (target: at most 1/3).
+func BenchmarkMatchingCost(b *testing.B) {
+	m, err := matcher.New(matcher.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := m.NewScanner()
+	var findings []matcher.Finding
+	var spent [2]time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		// Each pass starts on a collected heap, so that neither pays for
+		// the other's garbage (the naive decode makes 30 times as much).
+		b.StopTimer()
+		runtime.GC()
+		b.StartTimer()
+		start := time.Now()
+		for _, v := range matching.values {
+			res := s.Match(v, findings)
+			findings = res.Findings[:0]
+		}
+		spent[0] += time.Since(start)
+		b.StopTimer()
+		runtime.GC()
+		b.StartTimer()
+		start = time.Now()
+		for _, v := range matching.values {
+			if _, err := naiveDecode(v); err != nil {
+				b.Fatal(err)
+			}
+		}
+		spent[1] += time.Since(start)
+	}
+	n := float64(b.N) * float64(len(matching.values))
+	b.ReportMetric(float64(spent[0].Nanoseconds())/n, "matcher-ns/record")
+	b.ReportMetric(float64(spent[1].Nanoseconds())/n, "encoding-json-ns/record")
+	b.ReportMetric(float64(spent[0])/float64(spent[1]), "matcher/encoding-json")
+}
 
 // BenchmarkShapes splits the figures by input shape.
 func BenchmarkShapes(b *testing.B) {

@@ -3,6 +3,7 @@ package matcher
 import (
 	"bytes"
 	"strings"
+	"unsafe"
 
 	gojson "github.com/goccy/go-json"
 )
@@ -15,32 +16,68 @@ import (
 type fields struct {
 	b       []byte
 	members []member
+	arena   *memberArena // where objects inside are indexed
 }
 
-// indexObject indexes validated JSON text that should be an object. It
-// reports false when the text is not an object.
-func indexObject(raw []byte) (fields, bool) {
+// memberArena holds the members of every object indexed while one value is
+// evaluated, so that indexing a record and the objects inside it does not
+// allocate once the arena has grown to fit. A Scanner resets it per value;
+// slices handed out earlier stay valid when it grows (they keep the old
+// array), and a nil arena allocates as it goes.
+type memberArena struct{ buf []member }
+
+func (a *memberArena) reset() {
+	if a != nil {
+		a.buf = a.buf[:0]
+	}
+}
+
+// index runs the indexer with the arena's free tail as its member slice.
+func (a *memberArena) index(b []byte) ([]member, byte, int) {
+	if a == nil {
+		var x indexer
+		return x.index(b)
+	}
+	x := indexer{members: a.buf[len(a.buf):len(a.buf):cap(a.buf)]}
+	if cap(x.members) == 0 {
+		x.members = nil
+	}
+	members, kind, errAt := x.index(b)
+	if errAt >= 0 || len(members) == 0 {
+		return members, kind, errAt
+	}
+	if n := len(a.buf); cap(a.buf)-n >= len(members) && &a.buf[:n+1][n] == &members[0] {
+		a.buf = a.buf[:n+len(members)] // indexed in place
+	} else {
+		// The tail was too short: the members got an array of their own.
+		// Grow the arena for the next value.
+		a.buf = make([]member, 0, 2*cap(a.buf)+len(members))
+	}
+	return members, kind, errAt
+}
+
+// object indexes validated JSON text that should be an object. It reports
+// false when the text is not an object.
+func (a *memberArena) object(raw []byte) (fields, bool) {
 	raw = trimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return fields{}, false
 	}
-	var x indexer
-	members, _, errAt := x.index(raw)
+	members, _, errAt := a.index(raw)
 	if errAt >= 0 {
 		return fields{}, false
 	}
-	return fields{b: raw, members: members}, true
+	return fields{b: raw, members: members, arena: a}, true
 }
 
-// indexArray returns the elements of validated JSON text that should be an
+// array returns the elements of validated JSON text that should be an
 // array, and false when it is not an array.
-func indexArray(raw []byte) ([][]byte, bool) {
+func (a *memberArena) array(raw []byte) ([][]byte, bool) {
 	raw = trimSpace(raw)
 	if len(raw) == 0 || raw[0] != '[' {
 		return nil, false
 	}
-	var x indexer
-	members, _, errAt := x.index(raw)
+	members, _, errAt := a.index(raw)
 	if errAt >= 0 {
 		return nil, false
 	}
@@ -49,6 +86,19 @@ func indexArray(raw []byte) ([][]byte, bool) {
 		out[i] = raw[m.val.start:m.val.end]
 	}
 	return out, true
+}
+
+// key returns member m's key, decoded by goccy/go-json if it is escaped.
+func (f fields) key(m *member) (string, bool) {
+	raw := f.b[m.key.start:m.key.end]
+	if !m.escaped {
+		return unsafeString(raw[1 : len(raw)-1]), true
+	}
+	var s string
+	if gojson.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // raw returns the value of key, or nil when it is absent.
@@ -115,7 +165,7 @@ func (f fields) string(key string) string {
 }
 
 func (f fields) object(key string) fields {
-	o, _ := indexObject(f.raw(key))
+	o, _ := f.arena.object(f.raw(key))
 	return o
 }
 
@@ -148,12 +198,12 @@ func (r *record) requestParametersContain(s []byte) bool {
 	if !bytes.Contains(raw, s) && !hasSuspectEscape(raw) {
 		return false // by the prefilter's argument, no decoded string holds s
 	}
-	return containsDeep(raw, s)
+	return r.f.arena.containsDeep(raw, s)
 }
 
 // containsDeep reports whether a key or string value of the validated JSON
 // value raw, at any depth, contains s once decoded.
-func containsDeep(raw, s []byte) bool {
+func (a *memberArena) containsDeep(raw, s []byte) bool {
 	raw = trimSpace(raw)
 	if len(raw) == 0 {
 		return false
@@ -162,8 +212,7 @@ func containsDeep(raw, s []byte) bool {
 	case '"':
 		return stringContains(raw, s)
 	case '{', '[':
-		var x indexer
-		members, _, errAt := x.index(raw)
+		members, _, errAt := a.index(raw)
 		if errAt >= 0 {
 			return false
 		}
@@ -171,7 +220,7 @@ func containsDeep(raw, s []byte) bool {
 			if raw[0] == '{' && stringContains(raw[m.key.start:m.key.end], s) {
 				return true
 			}
-			if containsDeep(raw[m.val.start:m.val.end], s) {
+			if a.containsDeep(raw[m.val.start:m.val.end], s) {
 				return true
 			}
 		}
@@ -234,33 +283,108 @@ func trimSpace(b []byte) []byte {
 // Finding never aliases the Scanner's buffers.
 
 func recordEvent(r *record) Event {
-	id := r.f.object("userIdentity")
-	params := r.f.object("requestParameters")
-	return Event{
-		EventID:            r.f.string("eventID"),
-		EventTime:          r.f.string("eventTime"),
-		EventName:          r.f.string("eventName"),
-		EventSource:        r.f.string("eventSource"),
-		AWSRegion:          r.f.string("awsRegion"),
-		RecipientAccountID: r.f.string("recipientAccountId"),
-		ErrorCode:          r.f.string("errorCode"),
-		ErrorMessage:       r.f.string("errorMessage"),
-		SourceIPAddress:    r.f.string("sourceIPAddress"),
-		UserAgent:          r.f.string("userAgent"),
-		UserIdentity: Identity{
-			Type:        id.string("type"),
-			PrincipalID: id.string("principalId"),
-			ARN:         id.string("arn"),
-			AccountID:   id.string("accountId"),
-			AccessKeyID: id.string("accessKeyId"),
-			UserName:    id.string("userName"),
-		},
-		RequestParameters: bytes.Clone(r.f.raw("requestParameters")),
-		TargetUserName:    params.string("userName"),
-		PolicyARN:         params.string("policyArn"),
-		PolicyName:        params.string("policyName"),
-		Original:          bytes.Clone(trimSpace(r.raw)),
+	e := Event{Original: bytes.Clone(trimSpace(r.raw))}
+	var strs stringCopier
+	var identity, params []byte
+	// One pass over the members; a later duplicate overwrites an earlier
+	// one, as fields.raw's last-wins lookup does.
+	r.f.each(func(key string, val []byte) {
+		switch key {
+		case "eventID":
+			e.EventID = strs.copy(val)
+		case "eventTime":
+			e.EventTime = strs.copy(val)
+		case "eventName":
+			e.EventName = strs.copy(val)
+		case "eventSource":
+			e.EventSource = strs.copy(val)
+		case "awsRegion":
+			e.AWSRegion = strs.copy(val)
+		case "recipientAccountId":
+			e.RecipientAccountID = strs.copy(val)
+		case "errorCode":
+			e.ErrorCode = strs.copy(val)
+		case "errorMessage":
+			e.ErrorMessage = strs.copy(val)
+		case "sourceIPAddress":
+			e.SourceIPAddress = strs.copy(val)
+		case "userAgent":
+			e.UserAgent = strs.copy(val)
+		case "userIdentity":
+			identity = val
+		case "requestParameters":
+			params = val
+		}
+	})
+	if id, ok := r.f.arena.object(identity); ok {
+		id.each(func(key string, val []byte) {
+			switch key {
+			case "type":
+				e.UserIdentity.Type = strs.copy(val)
+			case "principalId":
+				e.UserIdentity.PrincipalID = strs.copy(val)
+			case "arn":
+				e.UserIdentity.ARN = strs.copy(val)
+			case "accountId":
+				e.UserIdentity.AccountID = strs.copy(val)
+			case "accessKeyId":
+				e.UserIdentity.AccessKeyID = strs.copy(val)
+			case "userName":
+				e.UserIdentity.UserName = strs.copy(val)
+			}
+		})
 	}
+	e.RequestParameters = bytes.Clone(params)
+	if p, ok := r.f.arena.object(params); ok {
+		p.each(func(key string, val []byte) {
+			switch key {
+			case "userName":
+				e.TargetUserName = strs.copy(val)
+			case "policyArn":
+				e.PolicyARN = strs.copy(val)
+			case "policyName":
+				e.PolicyName = strs.copy(val)
+			}
+		})
+	}
+	return e
+}
+
+// each calls fn with every member's decoded key and raw value, in order.
+func (f fields) each(fn func(key string, val []byte)) {
+	for i := range f.members {
+		m := &f.members[i]
+		if key, ok := f.key(m); ok {
+			fn(key, f.b[m.val.start:m.val.end])
+		}
+	}
+}
+
+// stringCopier copies the strings of one finding into shared blocks, so a
+// finding's dozen short fields cost a few allocations rather than one each.
+// A block is never written again once a string points into it.
+type stringCopier struct{ block []byte }
+
+// copy returns the raw JSON value as a string the finding owns: "" when it
+// is not a string, as fields.string does.
+func (c *stringCopier) copy(raw []byte) string {
+	if len(raw) < 2 || raw[0] != '"' {
+		return ""
+	}
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') >= 0 {
+		s, _ := jsonString(raw) // goccy/go-json decodes the escapes
+		return s
+	}
+	if len(inner) == 0 {
+		return ""
+	}
+	if cap(c.block)-len(c.block) < len(inner) {
+		c.block = make([]byte, 0, max(512, len(inner)))
+	}
+	start := len(c.block)
+	c.block = append(c.block, inner...)
+	return unsafeString(c.block[start:len(c.block):len(c.block)])
 }
 
 func ecsEvent(d *ecsDoc) Event {
@@ -324,4 +448,23 @@ func flatValue(flat, key string) string {
 		}
 	}
 	return ""
+}
+
+// unsafeString views b as a string without copying. Callers guarantee that
+// b is never written again: the indexed text of a value while it is
+// evaluated, or a stringCopier block.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// unsafeBytes views a string decoded for this evaluation as bytes without
+// copying; the matcher only reads them (findings copy what they keep).
+func unsafeBytes(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }

@@ -1,7 +1,10 @@
 package matcher
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -49,4 +52,37 @@ func FuzzIndexer(f *testing.F) {
 			t.Fatalf("%q: indexer valid %v, encoding/json %v", b, got, want)
 		}
 	})
+}
+
+// TestSpecialBytesFirstFlag checks the word scan against a byte loop: the
+// lowest flag must be the first quote, backslash or control byte.
+func TestSpecialBytesFirstFlag(t *testing.T) {
+	special := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 }
+	interesting := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, '"', '\\', 0x7f, 0x80, 0x81, 0x9f, 0xa0, 0xdf, 0xe0, 0xff, 'a', '#', '[', ']', '\\' + 1, '"' + 1}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var w [8]byte
+	for n := 0; n < 1_000_000; n++ {
+		for i := range w {
+			if rng.IntN(3) == 0 {
+				w[i] = byte(rng.IntN(256))
+			} else {
+				w[i] = interesting[rng.IntN(len(interesting))]
+			}
+		}
+		want := 8
+		for i, c := range w {
+			if special(c) {
+				want = i
+				break
+			}
+		}
+		m := specialBytes(binary.LittleEndian.Uint64(w[:]))
+		got := 8
+		if m != 0 {
+			got = bits.TrailingZeros64(m) >> 3
+		}
+		if got != want {
+			t.Fatalf("% x: first special byte %d, word scan says %d", w, want, got)
+		}
+	}
 }

@@ -25,6 +25,7 @@ type Scanner struct {
 	// screened is set when the prefilter rejected the value or a payload
 	// inside it, so its errors, if any, went unreported by design.
 	screened bool
+	arena    memberArena
 	// Scanners of one Pool are allocated together and each writes its own
 	// state for every record: the pad keeps two of them off one cache line.
 	_ cpu.CacheLinePad
@@ -38,6 +39,7 @@ func (m *Matcher) NewScanner() *Scanner { return &Scanner{m: m} }
 func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
 	res = Result{Findings: dst[:0]}
 	s.screened = false
+	s.arena.reset()
 	// A bug here must not take the service down with it: the value is
 	// reported as the matcher's fault and goes to the dead-letter topic.
 	defer func() {
@@ -109,7 +111,7 @@ func (s *Scanner) skip(text []byte) bool {
 
 // decodeValue validates JSON text and evaluates every event in it.
 func (s *Scanner) decodeValue(text []byte, res *Result, wantLogEvents bool) {
-	top, err := validate(text, -1)
+	top, err := s.validate(text, -1)
 	if err != nil {
 		res.fail(err)
 		return
@@ -133,7 +135,7 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 	switch {
 	case top.has("Records"):
 		res.Shape = ShapeS3Object
-		records, ok := indexArray(top.raw("Records"))
+		records, ok := s.arena.array(top.raw("Records"))
 		if !ok {
 			res.fail(inputError(ErrUnknownShape, -1, -1, "Records is not an array"))
 			return
@@ -148,7 +150,7 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 			res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a string"))
 			return
 		}
-		inflated, err := s.gunzipBase64([]byte(data))
+		inflated, err := s.gunzipBase64(unsafeBytes(data))
 		if err != nil {
 			res.fail(err)
 			return
@@ -157,7 +159,7 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 		if s.skip(inner) {
 			return
 		}
-		payload, err := validate(inner, -1)
+		payload, err := s.validate(inner, -1)
 		if err != nil {
 			res.fail(err)
 			return
@@ -191,7 +193,7 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 			res.fail(inputError(ErrUnknownShape, -1, -1, "message is not a string"))
 			return
 		}
-		s.evalRecordText([]byte(msg), 0, res)
+		s.evalRecordText(unsafeBytes(msg), 0, res)
 	default:
 		res.fail(inputError(ErrUnknownShape, -1, -1, "no Records, awslogs, logEvents, detail, eventName, event.action or message key"))
 	}
@@ -203,13 +205,13 @@ func (s *Scanner) evalLogEvents(payload fields, res *Result) {
 	if payload.string("messageType") == "CONTROL_MESSAGE" {
 		return
 	}
-	events, ok := indexArray(payload.raw("logEvents"))
+	events, ok := s.arena.array(payload.raw("logEvents"))
 	if !ok {
 		res.fail(inputError(ErrUnknownShape, -1, -1, "logEvents is not an array"))
 		return
 	}
 	for i, e := range events {
-		ev, ok := indexObject(e)
+		ev, ok := s.arena.object(e)
 		if !ok {
 			res.fail(inputError(ErrUnknownShape, i, -1, "log event is not an object"))
 			continue
@@ -219,14 +221,14 @@ func (s *Scanner) evalLogEvents(payload fields, res *Result) {
 			res.fail(inputError(ErrUnknownShape, i, -1, "log event has no message string"))
 			continue
 		}
-		s.evalRecordText([]byte(msg), i, res)
+		s.evalRecordText(unsafeBytes(msg), i, res)
 	}
 }
 
 // evalRecordText evaluates a record carried as a string, which has not been
 // validated as JSON yet.
 func (s *Scanner) evalRecordText(text []byte, index int, res *Result) {
-	f, err := validate(text, index)
+	f, err := s.validate(text, index)
 	if err != nil {
 		res.fail(err)
 		return
@@ -236,7 +238,7 @@ func (s *Scanner) evalRecordText(text []byte, index int, res *Result) {
 
 // evalRecord evaluates one CloudTrail record from validated JSON.
 func (s *Scanner) evalRecord(raw []byte, index int, res *Result) {
-	f, _ := indexObject(raw)
+	f, _ := s.arena.object(raw)
 	s.evalFields(f, index, res)
 }
 
@@ -260,18 +262,17 @@ func (s *Scanner) evalFields(f fields, index int, res *Result) {
 // (FuzzIndexer); encoding/json then says what is wrong, for the error only.
 // It returns the text's members when it is an object (fields.b is nil
 // otherwise), so the text is read once.
-func validate(text []byte, index int) (fields, *InputError) {
+func (s *Scanner) validate(text []byte, index int) (fields, *InputError) {
 	if !utf8.Valid(text) {
 		return fields{}, inputError(ErrBadEncoding, index, int64(firstInvalidUTF8(text)), "invalid UTF-8")
 	}
 	text = trimSpace(text)
-	var x indexer
-	members, kind, errAt := x.index(text)
+	members, kind, errAt := s.arena.index(text)
 	if errAt < 0 {
 		if kind != '{' {
 			return fields{}, nil
 		}
-		return fields{b: text, members: members}, nil
+		return fields{b: text, members: members, arena: &s.arena}, nil
 	}
 	var v json.RawMessage
 	err := json.Unmarshal(text, &v)
