@@ -25,6 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
@@ -74,6 +76,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long the open transaction may take to end
 	// once ctx is cancelled.
 	ShutdownTimeout time.Duration
+	// TransactionsV2 lets franz-go use Kafka's transactions v2 (KIP-890
+	// part 2) where the broker enables it (Kafka 4.0 and later). Off, the
+	// client speaks transactions v1 to every broker; see ClientOpts.
+	TransactionsV2 bool
 	// ClientOpts are appended to the options Run builds (TLS, SASL, logging,
 	// tuning, test hooks).
 	ClientOpts []kgo.Opt
@@ -178,6 +184,16 @@ func (c *Config) withDefaults() (Config, error) {
 //   - OnPartitionsRevoked/Lost: forget the lag of partitions moved away.
 //   - WithLogger(kslog): franz-go's logs through the service's slog.
 //   - SessionTimeout, HeartbeatInterval, TransactionTimeout: only when set.
+//   - MaxVersions with EndTxn capped at v4, unless TransactionsV2: the
+//     client then speaks transactions v1. Under v2, franz-go 1.22 commits a
+//     transaction's offsets with TxnOffsetCommit v5 and no AddOffsetsToTxn;
+//     when the previous transaction's markers are still being written (a
+//     batch without findings reaches its commit within milliseconds), the
+//     broker answers CONCURRENT_TRANSACTIONS, which GroupTransactSession.End
+//     treats as abortable: the batch is aborted and read again. Under v1,
+//     AddOffsetsToTxn gets that answer instead and franz-go retries it in
+//     place after ConcurrentTransactionsBackoff. docs/benchmarks.md has the
+//     measurements; both versions are exactly-once.
 func ClientOpts(cfg *Config) []kgo.Opt {
 	forget := func(_ context.Context, _ *kgo.Client, gone map[string][]int32) {
 		for t, ps := range gone {
@@ -207,8 +223,17 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 	if cfg.TransactionTimeout > 0 {
 		opts = append(opts, kgo.TransactionTimeout(cfg.TransactionTimeout))
 	}
+	if !cfg.TransactionsV2 {
+		versions := kversion.Stable()
+		versions.SetMaxKeyVersion(int16(kmsg.EndTxn), lastEndTxnOfTransactionsV1)
+		opts = append(opts, kgo.MaxVersions(versions))
+	}
 	return opts
 }
+
+// lastEndTxnOfTransactionsV1 is the newest EndTxn version before KIP-890
+// part 2: franz-go uses transactions v2 only when EndTxn v5 is negotiated.
+const lastEndTxnOfTransactionsV1 = 4
 
 // Run consumes until ctx is cancelled or a non-retryable error occurs. On
 // cancellation it ends the open transaction (committing it if its records

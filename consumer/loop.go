@@ -46,7 +46,10 @@ func (l *loop) run(ctx context.Context) error {
 	for {
 		fetches := l.sess.PollRecords(ctx, l.cfg.MaxBatch)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
-			log.Info("stopping", "reason", context.Cause(ctx))
+			st := l.cfg.Stats
+			log.Info("stopping", "reason", context.Cause(ctx),
+				"records", st.Records.Load(), "findings", st.Findings.Load(), "dead_letters", st.DeadLetters.Load(),
+				"transactions_committed", st.Committed.Load(), "transactions_aborted", st.Aborted.Load())
 			return nil
 		}
 		fetchErrs := 0

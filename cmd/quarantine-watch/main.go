@@ -213,6 +213,7 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Duration(&cfg.StartupTimeout, "startup-timeout", consumer.DefaultStartupTimeout, "time allowed to reach the brokers and check the topics")
 	fs.Duration(&cfg.SessionTimeout, "session-timeout", 0, "group session timeout: how soon a silent instance's partitions move (0: 45s)")
 	fs.Duration(&cfg.TransactionTimeout, "transaction-timeout", 0, "how soon the broker aborts a silent instance's open transaction; below --session-timeout (0: 40s)")
+	fs.Bool(&cfg.TransactionsV2, "transactions-v2", false, "use Kafka's transactions v2 (KIP-890) where the brokers enable it; off, transactions v1, which aborts no batch when commits follow each other closely")
 	var sec kafkaopts.Security
 	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
 	fs.String(&sec.TLSCAFile, "tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")

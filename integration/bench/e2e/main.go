@@ -71,6 +71,8 @@ type options struct {
 	contenders     string
 
 	qwBin          string
+	qwArgs         string
+	qwBArgs        string
 	maxBatch       int
 	streamsJar     string
 	java           string
@@ -103,6 +105,8 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.quarantineRate, "quarantine-rate", 1e-4, "fraction of preloaded events that are findings (near misses are 10 times as many)")
 	fs.StringVar(&o.contenders, "contenders", "ceiling,quarantine-watch,kafka-streams,naive", "contenders to run, in this order")
 	fs.StringVar(&o.qwBin, "quarantine-watch", "bin/quarantine-watch", "the quarantine-watch binary (make build)")
+	fs.StringVar(&o.qwArgs, "qw-args", "", "more arguments of quarantine-watch run, space-separated")
+	fs.StringVar(&o.qwBArgs, "qw-b-args", "", "arguments that the contender quarantine-watch-b adds to quarantine-watch's, space-separated: an A/B comparison in one run (-contenders ceiling,quarantine-watch,quarantine-watch-b)")
 	fs.IntVar(&o.maxBatch, "max-batch", 16384, "--max-batch of quarantine-watch, and the naive baseline's records per transaction")
 	fs.StringVar(&o.streamsJar, "streams-jar", "integration/streams-peer/target/streams-peer.jar", "the Kafka Streams peer (mvn package)")
 	fs.StringVar(&o.java, "java", "java", "the java command")
@@ -179,14 +183,13 @@ var allContenders = []contender{
 	},
 	{
 		key: "quarantine-watch", label: "quarantine-watch run", findings: true,
+		argv: func(b *bench, s spec) []string { return qwArgv(b, s) },
+		outputs: func(s spec) []string { return []string{s.out, s.dlq} },
+	},
+	{
+		key: "quarantine-watch-b", label: "quarantine-watch run (B)", findings: true,
 		argv: func(b *bench, s spec) []string {
-			argv := []string{b.o.qwBin, "run", "--brokers", b.brokerList(), "--source-topics", s.source,
-				"--alerts-topic", s.out, "--dlq-topic", s.dlq, "--group", s.group, "--transactional-id", s.txnID,
-				"--log-format", "json", "--max-batch", strconv.Itoa(b.o.maxBatch)}
-			if s.metricsAddr != "" {
-				return append(argv, "--metrics-addr", s.metricsAddr, "--pprof")
-			}
-			return append(argv, "--metrics-addr", "")
+			return append(qwArgv(b, s), strings.Fields(b.o.qwBArgs)...)
 		},
 		outputs: func(s spec) []string { return []string{s.out, s.dlq} },
 	},
@@ -208,6 +211,19 @@ var allContenders = []contender{
 		},
 		outputs: func(s spec) []string { return []string{s.out} },
 	},
+}
+
+// qwArgv is quarantine-watch's command line.
+func qwArgv(b *bench, s spec) []string {
+	argv := []string{b.o.qwBin, "run", "--brokers", b.brokerList(), "--source-topics", s.source,
+		"--alerts-topic", s.out, "--dlq-topic", s.dlq, "--group", s.group, "--transactional-id", s.txnID,
+		"--log-format", "json", "--max-batch", strconv.Itoa(b.o.maxBatch)}
+	if s.metricsAddr != "" {
+		argv = append(argv, "--metrics-addr", s.metricsAddr, "--pprof")
+	} else {
+		argv = append(argv, "--metrics-addr", "")
+	}
+	return append(argv, strings.Fields(b.o.qwArgs)...)
 }
 
 // bench is one run of the benchmark.
@@ -258,11 +274,15 @@ func (b *bench) run(ctx context.Context) error {
 		if i < 0 {
 			return fmt.Errorf("-contenders: unknown contender %q", k)
 		}
-		todo = append(todo, allContenders[i])
+		c := allContenders[i]
+		if c.key == "quarantine-watch-b" {
+			c.label = "quarantine-watch " + b.o.qwBArgs
+		}
+		todo = append(todo, c)
 	}
 	for _, c := range todo {
 		switch c.key {
-		case "quarantine-watch":
+		case "quarantine-watch", "quarantine-watch-b":
 			if _, err := os.Stat(b.o.qwBin); err != nil {
 				return fmt.Errorf("-quarantine-watch: %w (make build)", err)
 			}
@@ -351,7 +371,7 @@ func (b *bench) run(ctx context.Context) error {
 			b.failures = append(b.failures, errors.New("no latency rate: quarantine-watch was not measured and -latency-rate is 0"))
 		} else {
 			for _, c := range todo {
-				if c.key != "quarantine-watch" && c.key != "kafka-streams" {
+				if c.key == "ceiling" || c.key == "naive" {
 					continue
 				}
 				lr, err := b.measureLatency(ctx, c, rate)

@@ -62,7 +62,10 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(w, "          %d findings expected (generator ground truth: quarantine rate %g, near misses %g)\n",
 			len(t.positives), o.quarantineRate, min(10*o.quarantineRate, 1-o.quarantineRate))
 	}
-	fmt.Fprintf(w, "settings  quarantine-watch run --max-batch %d --metrics-addr \"\" --log-format json, other flags default (--workers 0: one per CPU);\n", o.maxBatch)
+	fmt.Fprintf(w, "settings  quarantine-watch run --max-batch %d --metrics-addr \"\" --log-format json%s, other flags default (--workers 0: one per CPU);\n", o.maxBatch, prefixSpace(o.qwArgs))
+	if o.qwBArgs != "" && strings.Contains(o.contenders, "quarantine-watch-b") {
+		fmt.Fprintf(w, "          quarantine-watch-b: the same plus %s;\n", o.qwBArgs)
+	}
 	fmt.Fprintf(w, "          naive: %d records per transaction, one goroutine; Kafka Streams: %d stream threads, JVM options %q\n",
 		o.maxBatch, o.streamsThreads, o.javaOpts)
 
@@ -224,4 +227,11 @@ func profileTop(profile, binary string) string {
 		return fmt.Sprintf("(go tool pprof: %v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	return strings.TrimSpace(string(out))
+}
+
+func prefixSpace(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " " + s
 }
