@@ -36,7 +36,7 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultMaxBatch        = 4096
+	DefaultMaxBatch        = 16384
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultTopicPartitions = 6
 	DefaultStartupTimeout  = 30 * time.Second
@@ -76,6 +76,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long the open transaction may take to end
 	// once ctx is cancelled.
 	ShutdownTimeout time.Duration
+	// FetchMaxPartitionBytes bounds what one fetch returns per partition
+	// (compressed); 0 keeps franz-go's default of 1 MiB. franz-go holds one
+	// fetch per broker and asks for the next once it is taken whole.
+	FetchMaxPartitionBytes int32
 	// TransactionsV2 lets franz-go use Kafka's transactions v2 (KIP-890
 	// part 2) where the broker enables it (Kafka 4.0 and later). Off, the
 	// client speaks transactions v1 to every broker; see ClientOpts.
@@ -222,6 +226,9 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 	}
 	if cfg.TransactionTimeout > 0 {
 		opts = append(opts, kgo.TransactionTimeout(cfg.TransactionTimeout))
+	}
+	if cfg.FetchMaxPartitionBytes > 0 {
+		opts = append(opts, kgo.FetchMaxPartitionBytes(cfg.FetchMaxPartitionBytes))
 	}
 	if !cfg.TransactionsV2 {
 		versions := kversion.Stable()

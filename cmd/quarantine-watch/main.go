@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -213,6 +214,8 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Duration(&cfg.StartupTimeout, "startup-timeout", consumer.DefaultStartupTimeout, "time allowed to reach the brokers and check the topics")
 	fs.Duration(&cfg.SessionTimeout, "session-timeout", 0, "group session timeout: how soon a silent instance's partitions move (0: 45s)")
 	fs.Duration(&cfg.TransactionTimeout, "transaction-timeout", 0, "how soon the broker aborts a silent instance's open transaction; below --session-timeout (0: 40s)")
+	fetchBytes := 0
+	fs.Int(&fetchBytes, "fetch-max-partition-bytes", 0, "most compressed bytes one fetch returns per partition (0: franz-go's 1 MiB)")
 	fs.Bool(&cfg.TransactionsV2, "transactions-v2", false, "use Kafka's transactions v2 (KIP-890) where the brokers enable it; off, transactions v1, which aborts no batch when commits follow each other closely")
 	var sec kafkaopts.Security
 	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
@@ -233,6 +236,10 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("run: unexpected arguments %q", fs.Args())
 	}
+	if fetchBytes < 0 || fetchBytes > math.MaxInt32 {
+		return fmt.Errorf("run: --fetch-max-partition-bytes %d: want 0 to %d", fetchBytes, math.MaxInt32)
+	}
+	cfg.FetchMaxPartitionBytes = int32(fetchBytes)
 	if err := p.apply(ctx, &cfg); err != nil {
 		return err
 	}
