@@ -32,28 +32,51 @@ func (a *memberArena) reset() {
 	}
 }
 
-// index runs the indexer with the arena's free tail as its member slice.
+// index runs the validating indexer with the arena's free tail as its
+// member slice.
 func (a *memberArena) index(b []byte) ([]member, byte, int) {
 	if a == nil {
 		var x indexer
 		return x.index(b)
 	}
-	x := indexer{members: a.buf[len(a.buf):len(a.buf):cap(a.buf)]}
-	if cap(x.members) == 0 {
-		x.members = nil
-	}
+	x := indexer{members: a.tail()}
 	members, kind, errAt := x.index(b)
-	if errAt >= 0 || len(members) == 0 {
-		return members, kind, errAt
+	if errAt < 0 {
+		a.keep(members)
+	}
+	return members, kind, errAt
+}
+
+// indexValid indexes text the indexer has accepted, into the arena.
+func (a *memberArena) indexValid(b []byte) []member {
+	if a == nil {
+		return indexValid(b, nil)
+	}
+	members := indexValid(b, a.tail())
+	a.keep(members)
+	return members
+}
+
+// tail is the arena's free capacity as an empty slice, or nil.
+func (a *memberArena) tail() []member {
+	if cap(a.buf) == len(a.buf) {
+		return nil
+	}
+	return a.buf[len(a.buf):len(a.buf):cap(a.buf)]
+}
+
+// keep takes members, indexed into tail(), into the arena.
+func (a *memberArena) keep(members []member) {
+	if len(members) == 0 {
+		return
 	}
 	if n := len(a.buf); cap(a.buf)-n >= len(members) && &a.buf[:n+1][n] == &members[0] {
 		a.buf = a.buf[:n+len(members)] // indexed in place
-	} else {
-		// The tail was too short: the members got an array of their own.
-		// Grow the arena for the next value.
-		a.buf = make([]member, 0, 2*cap(a.buf)+len(members))
+		return
 	}
-	return members, kind, errAt
+	// The tail was too short: the members got an array of their own.
+	// Grow the arena for the next value.
+	a.buf = make([]member, 0, 2*cap(a.buf)+len(members))
 }
 
 // object indexes validated JSON text that should be an object. It reports
@@ -63,11 +86,7 @@ func (a *memberArena) object(raw []byte) (fields, bool) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return fields{}, false
 	}
-	members, _, errAt := a.index(raw)
-	if errAt >= 0 {
-		return fields{}, false
-	}
-	return fields{b: raw, members: members, arena: a}, true
+	return fields{b: raw, members: a.indexValid(raw), arena: a}, true
 }
 
 // array returns the elements of validated JSON text that should be an
@@ -77,10 +96,7 @@ func (a *memberArena) array(raw []byte) ([][]byte, bool) {
 	if len(raw) == 0 || raw[0] != '[' {
 		return nil, false
 	}
-	members, _, errAt := a.index(raw)
-	if errAt >= 0 {
-		return nil, false
-	}
+	members := a.indexValid(raw)
 	out := make([][]byte, len(members))
 	for i, m := range members {
 		out[i] = raw[m.val.start:m.val.end]
@@ -212,11 +228,7 @@ func (a *memberArena) containsDeep(raw, s []byte) bool {
 	case '"':
 		return stringContains(raw, s)
 	case '{', '[':
-		members, _, errAt := a.index(raw)
-		if errAt >= 0 {
-			return false
-		}
-		for _, m := range members {
+		for _, m := range a.indexValid(raw) {
 			if raw[0] == '{' && stringContains(raw[m.key.start:m.key.end], s) {
 				return true
 			}

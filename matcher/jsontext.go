@@ -314,3 +314,103 @@ func (x *indexer) digits() bool {
 	}
 	return x.i > start
 }
+
+// indexValid returns the members of the top-level object or array of text
+// that the indexer has already accepted, like index but without checking
+// again: strings are skipped by searching for their closing quote, nested
+// values by counting brackets outside strings. It must only see validated
+// text (FuzzIndexValid holds it to index on valid JSON).
+func indexValid(b []byte, members []member) []member {
+	members = members[:0]
+	i := skipSpace(b, 0)
+	if i >= len(b) || (b[i] != '{' && b[i] != '[') {
+		return members
+	}
+	isObject := b[i] == '{'
+	i = skipSpace(b, i+1)
+	if i < len(b) && (b[i] == '}' || b[i] == ']') {
+		return members
+	}
+	for i < len(b) {
+		var m member
+		if isObject {
+			m.key.start = i
+			i = skipString(b, i)
+			m.key.end = i
+			m.escaped = bytes.IndexByte(b[m.key.start:i], '\\') >= 0
+			i = skipSpace(b, i)
+			i = skipSpace(b, i+1) // the colon
+		}
+		m.val.start = i
+		i = skipValue(b, i)
+		m.val.end = i
+		members = append(members, m)
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ',' {
+			break
+		}
+		i = skipSpace(b, i+1)
+	}
+	return members
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the end of the valid string at b[i], its opening
+// quote: the first quote after it that an even number of backslashes
+// precedes.
+func skipString(b []byte, i int) int {
+	j := i + 1
+	for {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return len(b)
+		}
+		j += k
+		n := 0
+		for b[j-1-n] == '\\' {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1
+		}
+		j++
+	}
+}
+
+// skipValue returns the end of the valid value at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = skipString(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+		i++
+	}
+	return i
+}

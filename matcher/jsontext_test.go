@@ -86,3 +86,27 @@ func TestSpecialBytesFirstFlag(t *testing.T) {
 		}
 	}
 }
+
+// FuzzIndexValid holds indexValid, which trusts its input, to the
+// validating indexer on every input the latter accepts.
+func FuzzIndexValid(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `{"a\"b":"c\\","d":{"e":"]"}}`, `[1,"x",{}]`, ` {} `, `{"k\n":true}`} {
+		f.Add([]byte(s))
+	}
+	var x indexer
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want, _, errAt := x.index(b)
+		if errAt >= 0 {
+			return
+		}
+		got := indexValid(b, nil)
+		if len(got) != len(want) {
+			t.Fatalf("%q: %d members, indexer says %d", b, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%q: member %d is %+v, indexer says %+v", b, i, got[i], want[i])
+			}
+		}
+	})
+}
