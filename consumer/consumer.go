@@ -36,7 +36,7 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultMaxBatch        = 16384
+	DefaultMaxBatch        = 65536
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultTopicPartitions = 6
 	DefaultStartupTimeout  = 30 * time.Second
@@ -56,7 +56,11 @@ type Config struct {
 	DLQTopic        string // default: AlertsTopic + ".dlq"
 	Group           string
 	TransactionalID string
-	// MaxBatch bounds the records polled into one transaction.
+	// MaxBatch bounds the records polled into one transaction. A poll
+	// returns at most what franz-go has buffered, one fetch per broker, so
+	// the default, larger than a fetch of most topics, takes whole fetches:
+	// franz-go asks for the next fetch as soon as the buffered one is
+	// taken, and it arrives while this batch is matched and committed.
 	MaxBatch int
 	// Workers is the matcher pool size; 0 means GOMAXPROCS.
 	Workers int

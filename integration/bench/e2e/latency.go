@@ -183,7 +183,7 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 		return fail(err)
 	}
 	defer reader.close()
-	ch, err := startChild(c.key+"-latency", b.logDir, c.argv(b, s), nil)
+	ch, err := startChild(c.key+"-latency", b.logDir, c.argv(b, s), c.childEnv(b))
 	if err != nil {
 		return fail(err)
 	}

@@ -73,6 +73,8 @@ type options struct {
 	qwBin          string
 	qwArgs         string
 	qwBArgs        string
+	qwEnv          string
+	qwBEnv         string
 	maxBatch       int
 	streamsJar     string
 	java           string
@@ -107,7 +109,9 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.qwBin, "quarantine-watch", "bin/quarantine-watch", "the quarantine-watch binary (make build)")
 	fs.StringVar(&o.qwArgs, "qw-args", "", "more arguments of quarantine-watch run, space-separated")
 	fs.StringVar(&o.qwBArgs, "qw-b-args", "", "arguments that the contender quarantine-watch-b adds to quarantine-watch's, space-separated: an A/B comparison in one run (-contenders ceiling,quarantine-watch,quarantine-watch-b)")
-	fs.IntVar(&o.maxBatch, "max-batch", 16384, "--max-batch of quarantine-watch, and the naive baseline's records per transaction")
+	fs.StringVar(&o.qwEnv, "qw-env", "GOMEMLIMIT=230MiB", "environment variables of quarantine-watch, space-separated NAME=value (default: as deploy/kubernetes runs it under a 256Mi limit)")
+	fs.StringVar(&o.qwBEnv, "qw-b-env", "", "environment variables that quarantine-watch-b adds to quarantine-watch's")
+	fs.IntVar(&o.maxBatch, "max-batch", 65536, "--max-batch of quarantine-watch, and the naive baseline's records per transaction")
 	fs.StringVar(&o.streamsJar, "streams-jar", "integration/streams-peer/target/streams-peer.jar", "the Kafka Streams peer (mvn package)")
 	fs.StringVar(&o.java, "java", "java", "the java command")
 	fs.StringVar(&o.javaOpts, "java-opts", "", "JVM options of the Kafka Streams peer, space-separated (default: the JVM's)")
@@ -165,6 +169,16 @@ type contender struct {
 	// outputs are the topics it writes: findings first, then any that
 	// must stay empty (dead letters).
 	outputs func(s spec) []string
+	// env is added to the benchmark's environment for the process.
+	env func(b *bench) []string
+}
+
+// childEnv is the environment c runs with, on top of the benchmark's.
+func (c contender) childEnv(b *bench) []string {
+	if c.env == nil {
+		return nil
+	}
+	return c.env(b)
 }
 
 // spec names what one run of a contender uses.
@@ -183,8 +197,9 @@ var allContenders = []contender{
 	},
 	{
 		key: "quarantine-watch", label: "quarantine-watch run", findings: true,
-		argv: func(b *bench, s spec) []string { return qwArgv(b, s) },
+		argv:    func(b *bench, s spec) []string { return qwArgv(b, s) },
 		outputs: func(s spec) []string { return []string{s.out, s.dlq} },
+		env:     func(b *bench) []string { return strings.Fields(b.o.qwEnv) },
 	},
 	{
 		key: "quarantine-watch-b", label: "quarantine-watch run (B)", findings: true,
@@ -192,6 +207,9 @@ var allContenders = []contender{
 			return append(qwArgv(b, s), strings.Fields(b.o.qwBArgs)...)
 		},
 		outputs: func(s spec) []string { return []string{s.out, s.dlq} },
+		env: func(b *bench) []string {
+			return append(strings.Fields(b.o.qwEnv), strings.Fields(b.o.qwBEnv)...)
+		},
 	},
 	{
 		key: "kafka-streams", label: "Kafka Streams, exactly_once_v2", findings: true,
@@ -276,7 +294,7 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		c := allContenders[i]
 		if c.key == "quarantine-watch-b" {
-			c.label = "quarantine-watch " + b.o.qwBArgs
+			c.label = strings.TrimSpace("quarantine-watch " + b.o.qwBArgs + " " + b.o.qwBEnv)
 		}
 		todo = append(todo, c)
 	}
@@ -555,7 +573,7 @@ func (b *bench) throughput(ctx context.Context, c contender, round int, profile 
 	if profile {
 		name = c.key + "-pprof"
 	}
-	ch, err := startChild(name, b.logDir, c.argv(b, s), nil)
+	ch, err := startChild(name, b.logDir, c.argv(b, s), c.childEnv(b))
 	if err != nil {
 		return result{}, err
 	}

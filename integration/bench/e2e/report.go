@@ -62,9 +62,9 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(w, "          %d findings expected (generator ground truth: quarantine rate %g, near misses %g)\n",
 			len(t.positives), o.quarantineRate, min(10*o.quarantineRate, 1-o.quarantineRate))
 	}
-	fmt.Fprintf(w, "settings  quarantine-watch run --max-batch %d --metrics-addr \"\" --log-format json%s, other flags default (--workers 0: one per CPU);\n", o.maxBatch, prefixSpace(o.qwArgs))
-	if o.qwBArgs != "" && strings.Contains(o.contenders, "quarantine-watch-b") {
-		fmt.Fprintf(w, "          quarantine-watch-b: the same plus %s;\n", o.qwBArgs)
+	fmt.Fprintf(w, "settings  %squarantine-watch run --max-batch %d --metrics-addr \"\" --log-format json%s, other flags default (--workers 0: one per CPU);\n", suffixSpace(o.qwEnv), o.maxBatch, prefixSpace(o.qwArgs))
+	if strings.Contains(o.contenders, "quarantine-watch-b") {
+		fmt.Fprintf(w, "          quarantine-watch-b: the same plus %s;\n", strings.TrimSpace(o.qwBArgs+" "+o.qwBEnv))
 	}
 	fmt.Fprintf(w, "          naive: %d records per transaction, one goroutine; Kafka Streams: %d stream threads, JVM options %q\n",
 		o.maxBatch, o.streamsThreads, o.javaOpts)
@@ -234,4 +234,11 @@ func prefixSpace(s string) string {
 		return ""
 	}
 	return " " + s
+}
+
+func suffixSpace(s string) string {
+	if s == "" {
+		return ""
+	}
+	return s + " "
 }
