@@ -179,6 +179,19 @@ var (
 // near misses): the case of well over 99.9% of real traffic.
 func BenchmarkNonMatching(b *testing.B) { benchMatcher(b, nonMatching, matcher.Config{}) }
 
+// BenchmarkNonMatchingUncompressed splits the mix: the same generator's
+// distribution without its compressed CloudWatch payloads (gzip, base64,
+// awslogs), beside its own bound, to show what inflating costs the mix.
+func BenchmarkNonMatchingUncompressed(b *testing.B) {
+	shapes := cloudtrailgen.DefaultShapes()
+	for _, s := range []cloudtrailgen.Shape{cloudtrailgen.ShapeCloudWatchGzip, cloudtrailgen.ShapeCloudWatchBase64, cloudtrailgen.ShapeCloudWatchAWSLogs} {
+		delete(shapes, s)
+	}
+	c := newCorpus(cloudtrailgen.Config{Seed: 1, Shapes: shapes}, corpusRecords)
+	b.Run("matcher", func(b *testing.B) { benchMatcher(b, c, matcher.Config{}) })
+	b.Run("bound", func(b *testing.B) { benchBound(b, c) })
+}
+
 // BenchmarkNonMatchingValidated is the same with Config.Validate, which
 // checks every record fully so that every malformed one is reported.
 func BenchmarkNonMatchingValidated(b *testing.B) {
