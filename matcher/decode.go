@@ -104,7 +104,9 @@ func (a *memberArena) array(raw []byte) ([][]byte, bool) {
 	return out, true
 }
 
-// key returns member m's key, decoded by goccy/go-json if it is escaped.
+// key returns member m's key, decoded by goccy/go-json if it is escaped. An
+// unescaped key views the text without a copy: callers compare it and never
+// keep it.
 func (f fields) key(m *member) (string, bool) {
 	raw := f.b[m.key.start:m.key.end]
 	if !m.escaped {
