@@ -123,16 +123,10 @@ func (f fields) key(m *member) (string, bool) {
 func (f fields) raw(key string) []byte {
 	for i := len(f.members) - 1; i >= 0; i-- {
 		m := &f.members[i]
-		raw := f.b[m.key.start:m.key.end]
-		if m.escaped {
-			// An escaped key is decoded by goccy/go-json.
-			var s string
-			if gojson.Unmarshal(raw, &s) == nil && s == key {
-				return f.b[m.val.start:m.val.end]
-			}
-			continue
+		if !m.escaped && m.key.end-m.key.start != len(key)+2 {
+			continue // cannot be key: skip the comparison
 		}
-		if len(raw) == len(key)+2 && string(raw[1:len(raw)-1]) == key {
+		if k, ok := f.key(m); ok && k == key {
 			return f.b[m.val.start:m.val.end]
 		}
 	}

@@ -56,13 +56,7 @@ func (x *indexer) index(b []byte) (members []member, kind byte, errAt int) {
 	return x.members, kind, -1
 }
 
-func (x *indexer) space() {
-	b, i := x.b, x.i
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	x.i = i
-}
+func (x *indexer) space() { x.i = skipSpace(x.b, x.i) }
 
 func (x *indexer) value(depth int) bool {
 	if x.i >= len(x.b) {
@@ -354,6 +348,7 @@ func indexValid(b []byte, members []member) []member {
 	return members
 }
 
+// skipSpace returns the first index from i that is not JSON whitespace.
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++
