@@ -40,6 +40,11 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultTopicPartitions = 6
 	DefaultStartupTimeout  = 30 * time.Second
+	// DefaultSessionTimeout is franz-go's and Kafka's default.
+	DefaultSessionTimeout = 45 * time.Second
+	// TransactionTimeoutMargin is how much longer than the session timeout
+	// a transaction may stay open by default; see Config.TransactionTimeout.
+	TransactionTimeoutMargin = 15 * time.Second
 	// maxFailedBatches bounds how many batches in a row may be aborted for
 	// produce errors before Run gives up: a persistent failure (a deleted
 	// alerts topic, a revoked ACL) is better surfaced as an exit than hidden
@@ -72,10 +77,18 @@ type Config struct {
 	// StartupTimeout bounds reaching the brokers and checking the topics.
 	StartupTimeout time.Duration
 	// SessionTimeout is how long the group waits for a silent member
-	// before moving its partitions; TransactionTimeout, kept below it, is
-	// how long the broker waits before aborting a silent member's open
-	// transaction. Zero keeps franz-go's defaults (45s and 40s).
-	SessionTimeout     time.Duration
+	// before moving its partitions; zero means DefaultSessionTimeout.
+	SessionTimeout time.Duration
+	// TransactionTimeout is how long the broker lets a transaction stay
+	// open before aborting it and fencing its producer. It must exceed
+	// SessionTimeout: GroupTransactSession.End waits for a heartbeat, and
+	// while the group rebalances no heartbeat runs until the join
+	// completes, which waits up to the session timeout for a member that
+	// died. A shorter timeout lets the broker abort a live member's
+	// transaction during that wait and fence it, so one crashed instance
+	// takes the others down with it. On Kafka 2.5 and later (KIP-447)
+	// offsets are fetched stable, so a longer timeout cannot let a zombie
+	// commit. Zero means SessionTimeout + TransactionTimeoutMargin.
 	TransactionTimeout time.Duration
 	// ShutdownTimeout bounds how long the open transaction may take to end
 	// once ctx is cancelled.
@@ -155,8 +168,16 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = DefaultStartupTimeout
 	}
-	if cfg.SessionTimeout > 0 && cfg.TransactionTimeout >= cfg.SessionTimeout {
-		return cfg, fmt.Errorf("consumer: transaction timeout %v must be below the session timeout %v", cfg.TransactionTimeout, cfg.SessionTimeout)
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = DefaultSessionTimeout
+	}
+	if cfg.TransactionTimeout <= 0 {
+		cfg.TransactionTimeout = cfg.SessionTimeout + TransactionTimeoutMargin
+	}
+	if cfg.TransactionTimeout <= cfg.SessionTimeout {
+		return cfg, fmt.Errorf("consumer: transaction timeout %v must exceed the session timeout %v: "+
+			"a commit waits out a rebalance, which waits up to the session timeout for a member that died, "+
+			"and a transaction that times out meanwhile fences this instance", cfg.TransactionTimeout, cfg.SessionTimeout)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -191,7 +212,9 @@ func (c *Config) withDefaults() (Config, error) {
 //   - WithHooks(kprom): franz-go's client metrics, in the service's registry.
 //   - OnPartitionsRevoked/Lost: forget the lag of partitions moved away.
 //   - WithLogger(kslog): franz-go's logs through the service's slog.
-//   - SessionTimeout, HeartbeatInterval, TransactionTimeout: only when set.
+//   - SessionTimeout, HeartbeatInterval (a fifteenth of it: 3s, Kafka's
+//     default, at the default 45s session timeout),
+//     TransactionTimeout: as given or defaulted (see Config).
 //   - MaxVersions with EndTxn capped at v4, unless TransactionsV2: the
 //     client then speaks transactions v1. Under v2, franz-go 1.22 commits a
 //     transaction's offsets with TxnOffsetCommit v5 and no AddOffsetsToTxn;
@@ -226,7 +249,7 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 		opts = append(opts, kgo.WithLogger(kslog.New(cfg.KafkaLogger)))
 	}
 	if cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(max(cfg.SessionTimeout/10, 100*time.Millisecond)))
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(max(cfg.SessionTimeout/15, 100*time.Millisecond)))
 	}
 	if cfg.TransactionTimeout > 0 {
 		opts = append(opts, kgo.TransactionTimeout(cfg.TransactionTimeout))

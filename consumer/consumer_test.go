@@ -356,3 +356,43 @@ func TestMissingTopicsAreNamed(t *testing.T) {
 		t.Fatalf("with CreateTopics: %v", err)
 	}
 }
+
+func TestTimeouts(t *testing.T) {
+	base := Config{Brokers: []string{"127.0.0.1:9092"}, SourceTopics: []string{sourceTopic},
+		AlertsTopic: alertsTopic, Group: "g", TransactionalID: "t"}
+	for _, tc := range []struct {
+		name                 string
+		session, transaction time.Duration
+		wantSession, wantTxn time.Duration
+		wantErr              string
+	}{
+		{name: "defaults", wantSession: 45 * time.Second, wantTxn: time.Minute},
+		{name: "session only", session: 6 * time.Second, wantSession: 6 * time.Second, wantTxn: 21 * time.Second},
+		{name: "both", session: 6 * time.Second, transaction: 10 * time.Second, wantSession: 6 * time.Second, wantTxn: 10 * time.Second},
+		{name: "transaction only", transaction: 50 * time.Second, wantSession: 45 * time.Second, wantTxn: 50 * time.Second},
+		{name: "transaction below session", session: 6 * time.Second, transaction: 5 * time.Second,
+			wantErr: "consumer: transaction timeout 5s must exceed the session timeout 6s"},
+		{name: "transaction equal to session", session: 6 * time.Second, transaction: 6 * time.Second,
+			wantErr: "consumer: transaction timeout 6s must exceed the session timeout 6s"},
+		{name: "transaction below the default session", transaction: 40 * time.Second,
+			wantErr: "consumer: transaction timeout 40s must exceed the session timeout 45s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := base
+			in.SessionTimeout, in.TransactionTimeout = tc.session, tc.transaction
+			got, err := in.withDefaults()
+			if tc.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one starting %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.SessionTimeout != tc.wantSession || got.TransactionTimeout != tc.wantTxn {
+				t.Errorf("session %v, transaction %v; want %v, %v", got.SessionTimeout, got.TransactionTimeout, tc.wantSession, tc.wantTxn)
+			}
+		})
+	}
+}

@@ -100,7 +100,7 @@ func serviceArgs(b *kafkatest.Broker, source, alerts, group string, extra ...str
 		"--log-format", "json",
 		"--validate",
 		"--session-timeout", "6s",
-		"--transaction-timeout", "5s",
+		"--transaction-timeout", "12s",
 		"--max-batch", "500",
 	}
 	return append(args, extra...)
