@@ -50,6 +50,14 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 		t.Skip("kills and restarts the broker, which needs a broker kafkatest starts, not KAFKA_BROKERS")
 	}
 	began := time.Now()
+	// The instances' logs, printed by their cleanups, bury the verdict; a
+	// cleanup registered first runs last and says it again.
+	var verdict []string
+	t.Cleanup(func() {
+		if t.Failed() && len(verdict) > 0 {
+			t.Logf("verdict, again:\n  %s", strings.Join(verdict, "\n  "))
+		}
+	})
 	p := newPipeline(t)
 	adm := newAdmin(t, b)
 	p.create(t, b, adm, nil)
@@ -139,7 +147,9 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 				why = "NOT EXPLAINED by the broker restart"
 				unexplained++
 			}
-			t.Logf("  unplanned exit %s: %s: %s", why, firstLine(e.line), e.cause)
+			exit := fmt.Sprintf("unplanned exit %s: %s: %s", why, firstLine(e.line), e.cause)
+			t.Log("  " + exit)
+			verdict = append(verdict, exit)
 		}
 	}
 	t.Logf("unplanned exits (each restarted by the supervisor): %d, %d of them outside the broker restart", unplanned, unexplained)
@@ -150,6 +160,7 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 		exp.records, len(exp.alerts), len(exp.dead), s.kills, s.brokerRestarts, lost, dups, hanging)
 	t.Log(line)
 	fmt.Println(line)
+	verdict = append(verdict, line)
 	t.Logf("eos-faults took %v", time.Since(began).Round(time.Second))
 
 	if lost != 0 || dups != 0 || hanging != 0 || s.kills < faultKills || s.brokerRestarts < 1 {

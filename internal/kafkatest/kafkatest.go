@@ -325,6 +325,10 @@ func BrokerEnv(port, controllerPort int) map[string]string {
 		"KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS":         "5",
 		"KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "5",
 		"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":     "0",
+		// Timed-out transactions are aborted within 500 ms of their
+		// timeout, not 10 s: a test that no transaction times out must
+		// not pass because the broker looked too late.
+		"KAFKA_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS": "500",
 		// Tests create their topics; a typo must not create one.
 		"KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
 		// In the container's own filesystem, which a stop or kill keeps.
