@@ -24,10 +24,7 @@ import (
 // tests looks for timed-out transactions every 500 ms, not every 10 s, so
 // such an abort is not left to chance.
 func TestCrashFencesNoSurvivor(t *testing.T) {
-	b := kafka.Broker(t)
-	p := newPipeline(t)
-	adm := newAdmin(t, b)
-	p.create(t, b, adm, nil)
+	b, p, adm := startPipeline(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 

@@ -17,10 +17,7 @@ import (
 // every expected finding on the alerts topic once and every malformed
 // record once in the dead-letter topic, and nothing else.
 func TestEndToEnd(t *testing.T) {
-	b := kafka.Broker(t)
-	p := newPipeline(t)
-	adm := newAdmin(t, b)
-	p.create(t, b, adm, nil)
+	b, p, adm := startPipeline(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

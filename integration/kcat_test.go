@@ -30,10 +30,7 @@ func TestKcatReadsCommitted(t *testing.T) {
 		}
 		t.Skipf("kcat is not installed: skipping the librdkafka cross-check (apt-get install kcat; %s=1 makes this a failure)", kafkatest.EnvRequire)
 	}
-	b := kafka.Broker(t)
-	p := newPipeline(t)
-	adm := newAdmin(t, b)
-	p.create(t, b, adm, nil)
+	b, p, adm := startPipeline(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 

@@ -113,6 +113,17 @@ func (p pipeline) create(t *testing.T, b *kafkatest.Broker, adm *kadm.Client, so
 	}
 }
 
+// startPipeline returns the package's broker, an admin client of it, and a
+// new pipeline whose topics it has created with the broker's defaults.
+func startPipeline(t *testing.T) (*kafkatest.Broker, pipeline, *kadm.Client) {
+	t.Helper()
+	b := kafka.Broker(t)
+	p := newPipeline(t)
+	adm := newAdmin(t, b)
+	p.create(t, b, adm, nil)
+	return b, p, adm
+}
+
 func newAdmin(t *testing.T, b *kafkatest.Broker) *kadm.Client {
 	t.Helper()
 	return kadm.NewClient(newClient(t, b))

@@ -25,10 +25,7 @@ import (
 // refused for an old generation and it aborts. Every finding must be on
 // the alerts topic exactly once.
 func TestZombieFencing(t *testing.T) {
-	b := kafka.Broker(t)
-	p := newPipeline(t)
-	adm := newAdmin(t, b)
-	p.create(t, b, adm, nil)
+	b, p, adm := startPipeline(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
