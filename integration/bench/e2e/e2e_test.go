@@ -113,6 +113,25 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
+// TestReferenceRow checks that the ceiling's latency row reports the
+// producer's wait and no detection latency.
+func TestReferenceRow(t *testing.T) {
+	var queued []time.Duration
+	for i := 1; i <= 200; i++ {
+		queued = append(queued, time.Duration(i)*time.Millisecond)
+	}
+	l := latencyResult{contender: "ceiling", reference: true, queued: queued, target: 1000, achieved: 1000}
+	if got := l.msCell(0.99); got != "-" {
+		t.Errorf("msCell(0.99) = %q, want -", got)
+	}
+	if got := l.queuedP99(); got != 198*time.Millisecond {
+		t.Errorf("queuedP99 = %v, want 198ms", got)
+	}
+	if got := l.String(); !strings.Contains(got, "in the producer: p99 198 ms of 200 positives") {
+		t.Errorf("String() = %q", got)
+	}
+}
+
 func TestReadProcStats(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc")

@@ -19,15 +19,19 @@ type latencyResult struct {
 	target           int     // records/s asked for
 	achieved         float64 // records/s produced
 	produced         int64
-	samples          []time.Duration // positives produced after the warm-up, sorted
-	queued           []time.Duration // of those, record timestamp to the broker's ack, sorted
-	censored         int             // of those, findings not received by the end of the drain
-	drain            time.Duration   // how long findings were awaited after the load
-	cpu              time.Duration
-	busy             time.Duration // warm-up and measurement: the window cpu is compared with
-	rss              int64
-	note             string // a warning that does not invalidate the result
-	err              error
+	// reference marks the ceiling's row: a plain consumer reads the load
+	// and finds nothing, so only the producer's wait is measured, the
+	// part of every latency that is the broker's, not the contender's.
+	reference bool
+	samples   []time.Duration // positives produced after the warm-up, sorted
+	queued    []time.Duration // of those, record timestamp to the broker's ack, sorted
+	censored  int             // of those, findings not received by the end of the drain
+	drain     time.Duration   // how long findings were awaited after the load
+	cpu       time.Duration
+	busy      time.Duration // warm-up and measurement: the window cpu is compared with
+	rss       int64
+	note      string // a warning that does not invalidate the result
+	err       error
 }
 
 // percentile returns the nearest-rank p-th percentile (0 < p <= 1), or
@@ -58,6 +62,9 @@ func (l latencyResult) queuedP99() time.Duration {
 // msCell formats a percentile in milliseconds; a censored one is longer
 // than the wait for it.
 func (l latencyResult) msCell(p float64) string {
+	if l.reference {
+		return "-"
+	}
 	d := l.percentile(p)
 	if d < 0 {
 		return fmt.Sprintf("> %.0f", msf(l.drain))
@@ -66,6 +73,14 @@ func (l latencyResult) msCell(p float64) string {
 }
 
 func (l latencyResult) String() string {
+	if l.reference {
+		s := fmt.Sprintf("latency: %-16s %d records/s asked, %.0f produced; in the producer: p99 %.0f ms of %d positives, with this contender reading",
+			l.contender, l.target, l.achieved, msf(l.queuedP99()), len(l.queued))
+		if l.err != nil {
+			s += ": " + l.err.Error()
+		}
+		return s
+	}
 	s := fmt.Sprintf("latency: %-16s %d records/s asked, %.0f produced, %d samples (%d never received), p50 %s ms, p99 %s ms, max %s ms (of which in the producer: p99 %.0f ms), peak RSS %.0f MB",
 		l.contender, l.target, l.achieved, len(l.samples)+l.censored, l.censored, l.msCell(0.5), l.msCell(0.99), l.msCell(1), msf(l.queuedP99()), float64(l.rss)/(1<<20))
 	if l.note != "" {
@@ -153,7 +168,7 @@ func (r *findingReader) has(ids []*sent) int {
 // every partition, and then produces rate records/s for the warm-up and the
 // measurement, positives at -latency-quarantine-rate.
 func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (latencyResult, error) {
-	lr := latencyResult{contender: c.key, label: c.label, target: rate}
+	lr := latencyResult{contender: c.key, label: c.label, target: rate, reference: c.key == "ceiling"}
 	fail := func(err error) (latencyResult, error) {
 		lr.err = err
 		return lr, err
@@ -178,11 +193,15 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 			return fail(err)
 		}
 	}
-	reader, err := startReader(ctx, b.brokers, s.out)
-	if err != nil {
-		return fail(err)
+	var reader *findingReader
+	if !lr.reference {
+		r, err := startReader(ctx, b.brokers, s.out)
+		if err != nil {
+			return fail(err)
+		}
+		defer r.close()
+		reader = r
 	}
-	defer reader.close()
 	ch, err := startChild(c.key+"-latency", b.logDir, c.argv(b, s), c.childEnv(b))
 	if err != nil {
 		return fail(err)
@@ -227,7 +246,7 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 	// written by then count as longer than any latency measured.
 	lr.drain = b.o.latencyDrain
 	deadline := time.Now().Add(b.o.latencyDrain)
-	for reader.has(all) < len(all) && time.Now().Before(deadline) && ch.running() && ctx.Err() == nil {
+	for reader != nil && reader.has(all) < len(all) && time.Now().Before(deadline) && ch.running() && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
 	st, err := ch.stats()
@@ -240,6 +259,21 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 		metricsErr = fetchTo(ctx, "http://"+s.metricsAddr+"/metrics", b.o.pprofOut+".latency.metrics")
 	}
 	stopErr := ch.stop(time.Minute)
+
+	if lr.reference {
+		for _, p := range all {
+			if !p.at.Before(measureFrom) {
+				lr.queued = append(lr.queued, p.acked.Sub(p.at))
+			}
+		}
+		slices.Sort(lr.queued)
+		var errs []error
+		if len(lr.queued) < 100 {
+			errs = append(errs, fmt.Errorf("only %d acknowledgement samples", len(lr.queued)))
+		}
+		lr.err = errors.Join(append(errs, stopErr, metricsErr)...)
+		return lr, lr.err
+	}
 
 	reader.mu.Lock()
 	var missing int

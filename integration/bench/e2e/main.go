@@ -389,7 +389,7 @@ func (b *bench) run(ctx context.Context) error {
 			b.failures = append(b.failures, errors.New("no latency rate: quarantine-watch was not measured and -latency-rate is 0"))
 		} else {
 			for _, c := range todo {
-				if c.key == "ceiling" || c.key == "naive" {
+				if c.key == "naive" {
 					continue
 				}
 				lr, err := b.measureLatency(ctx, c, rate)

@@ -119,11 +119,16 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(w, "findings, %s measured after a %s warm-up, on an empty topic of %d partitions; latency is from the source\n",
 			o.latencyFor, o.latencyWarmup, o.partitions)
 		fmt.Fprintf(w, "record's timestamp (set by the producer) to the finding's receipt by a read_committed consumer; \"in producer\" is the\n")
-		fmt.Fprintf(w, "part of it before the broker acknowledged the source record, which no contender can shorten.\n\n")
+		fmt.Fprintf(w, "part of it before the broker acknowledged the source record, which no contender can shorten. The ceiling's row\n")
+		fmt.Fprintf(w, "has only that part: the same load while a plain franz-go consumer reads it.\n\n")
 		var tw table
 		tw.addf("contender\tproduced records/s\tsamples\tnot received\tp50 ms\tp99 ms\tmax ms\tin producer p99 ms\tCPU cores\tpeak RSS MB")
 		for _, l := range b.latency {
-			tw.addf("%s\t%s\t%d\t%d\t%s\t%s\t%s\t%.0f\t%.2f\t%.0f", l.label, group(int64(l.achieved)), len(l.samples)+l.censored, l.censored,
+			samples, censored := fmt.Sprint(len(l.samples)+l.censored), fmt.Sprint(l.censored)
+			if l.reference {
+				samples, censored = "-", "-"
+			}
+			tw.addf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.2f\t%.0f", l.label, group(int64(l.achieved)), samples, censored,
 				l.msCell(0.5), l.msCell(0.99), l.msCell(1), msf(l.queuedP99()), l.cpu.Seconds()/l.busy.Seconds(), float64(l.rss)/(1<<20))
 		}
 		tw.print(w)
