@@ -260,13 +260,13 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 	}
 	stopErr := ch.stop(time.Minute)
 
-	if lr.reference {
-		for _, p := range all {
-			if !p.at.Before(measureFrom) {
-				lr.queued = append(lr.queued, p.acked.Sub(p.at))
-			}
+	for _, p := range all {
+		if !p.at.Before(measureFrom) {
+			lr.queued = append(lr.queued, p.acked.Sub(p.at))
 		}
-		slices.Sort(lr.queued)
+	}
+	slices.Sort(lr.queued)
+	if lr.reference {
 		var errs []error
 		if len(lr.queued) < 100 {
 			errs = append(errs, fmt.Errorf("only %d acknowledgement samples", len(lr.queued)))
@@ -282,9 +282,6 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 		if !ok {
 			missing++
 		}
-		if !p.at.Before(measureFrom) {
-			lr.queued = append(lr.queued, p.acked.Sub(p.at))
-		}
 		switch {
 		case p.at.Before(measureFrom):
 		case ok:
@@ -297,7 +294,6 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 	dups, readErr := reader.dups, reader.first
 	reader.mu.Unlock()
 	slices.Sort(lr.samples)
-	slices.Sort(lr.queued)
 
 	var errs []error
 	if missing > 0 {
