@@ -109,6 +109,8 @@ type pipelineFlags struct {
 	validate                         bool
 	shutdown                         time.Duration
 	logLevel, logFormat              string
+	// cmdline is the command line with secrets redacted, for pprof.
+	cmdline []string
 }
 
 const alertFormatUsage = "finding document: ecs (an ECS alert) or ocsf (an OCSF 1.3 Detection Finding)"
@@ -182,7 +184,7 @@ func (p *pipelineFlags) apply(ctx context.Context, cfg *consumer.Config) error {
 	cfg.KafkaLogger = cfg.KafkaLogger.With("component", "kafka-client")
 	cfg.Metrics = telemetry.New()
 	if p.metricsAddr != "" {
-		addr, err := telemetry.Serve(ctx, p.metricsAddr, cfg.Metrics.Handler(p.pprof), log)
+		addr, err := telemetry.Serve(ctx, p.metricsAddr, cfg.Metrics.Handler(p.pprof, p.cmdline), log)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
@@ -200,7 +202,7 @@ func parse(fs *cli.FlagSet, args []string) error {
 }
 
 func runService(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := cli.NewFlagSet("run", stderr, args)
+	fs := cli.NewFlagSet("run", stderr)
 	var cfg consumer.Config
 	var p pipelineFlags
 	host, _ := os.Hostname()
@@ -226,13 +228,14 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Bool(&sec.TLSInsecureSkipVerify, "tls-insecure-skip-verify", false, "INSECURE: accept any broker certificate; for tests only")
 	fs.String(&sec.SASLMechanism, "sasl-mechanism", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM (credentials from the AWS default chain)")
 	fs.String(&sec.SASLUsername, "sasl-username", "", "SASL user")
-	fs.String(&sec.SASLPassword, "sasl-password", "", "SASL password (prefer the environment or a file readable by this user only)")
+	fs.Secret(&sec.SASLPassword, "sasl-password", "SASL password; never printed (prefer the environment or a config file readable by this user only: the command line is visible to every user of the machine)")
 	p.register(fs)
 	fs.String(&p.metricsAddr, "metrics-addr", ":9090", `address of /metrics, /healthz and /readyz ("" turns them off)`)
 	fs.Bool(&p.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	p.cmdline = append([]string{os.Args[0], "run"}, fs.Redact(args)...)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("run: unexpected arguments %q", fs.Args())
 	}
@@ -248,6 +251,9 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.ClientOpts = append(cfg.ClientOpts, secOpts...)
+	if fs.OnCommandLine("sasl-password") {
+		cfg.Logger.Warn("--sasl-password is on the command line, which every user of this machine can read (ps, /proc); set QW_SASL_PASSWORD or put it in the --config file instead")
+	}
 	if sec.TLSInsecureSkipVerify {
 		cfg.Logger.Warn("--tls-insecure-skip-verify: broker certificates are not checked; anyone on the path can read and forge this traffic")
 	}
@@ -256,7 +262,7 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("demo", stderr, args)
+	fs := cli.NewFlagSet("demo", stderr)
 	var cfg demo.Config
 	var p pipelineFlags
 	fs.Duration(&cfg.Duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
@@ -274,6 +280,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	p.cmdline = append([]string{os.Args[0], "demo"}, fs.Redact(args)...)
 	if err := p.apply(ctx, &cfg.Pipeline); err != nil {
 		return err
 	}
@@ -287,7 +294,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("scan", stderr, args)
+	fs := cli.NewFlagSet("scan", stderr)
 	var cfg scan.Config
 	maxValue := 0
 	fs.Int(&maxValue, "max-record-bytes", 64<<20, "larger documents are reported malformed")

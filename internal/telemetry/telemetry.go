@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -115,8 +116,9 @@ func (m *Metrics) Ready() bool {
 }
 
 // Handler serves /metrics, /healthz and /readyz, and /debug/pprof/ when
-// withPprof is set.
-func (m *Metrics) Handler(withPprof bool) http.Handler {
+// withPprof is set. pprof's cmdline page shows cmdline, not os.Args: the
+// caller passes the command line with its secrets redacted.
+func (m *Metrics) Handler(withPprof bool, cmdline []string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -131,7 +133,11 @@ func (m *Metrics) Handler(withPprof bool) http.Handler {
 	})
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/cmdline", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprint(w, strings.Join(cmdline, "\x00"))
+		})
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -22,8 +22,10 @@ func TestHandler(t *testing.T) {
 		{false, "/metrics", 200, "go_goroutines"},
 		{false, "/debug/pprof/", 404, ""},
 		{true, "/debug/pprof/", 200, "goroutine"},
+		{true, "/debug/pprof/cmdline", 200, "quarantine-watch\x00run\x00--sasl-password\x00[redacted]"},
+		{false, "/debug/pprof/cmdline", 404, ""},
 	} {
-		srv := httptest.NewServer(m.Handler(c.pprof))
+		srv := httptest.NewServer(m.Handler(c.pprof, []string{"quarantine-watch", "run", "--sasl-password", "[redacted]"}))
 		resp, err := http.Get(srv.URL + c.path)
 		if err != nil {
 			t.Fatal(err)
