@@ -26,7 +26,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 	metrics := telemetry.New()
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	addr, err := telemetry.Serve(srvCtx, "127.0.0.1:0", metrics.Handler(false), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	addr, err := telemetry.Serve(srvCtx, "127.0.0.1:0", metrics.Handler(false, nil), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
