@@ -342,18 +342,28 @@ func recordEvent(r *record) Event {
 			}
 		})
 	}
+	e.Outcome = "success"
+	if r.failed() {
+		e.Outcome = "failure"
+	}
 	e.RequestParameters = bytes.Clone(params)
 	if p, ok := r.f.arena.object(params); ok {
+		var targets [len(targetParams)]string
 		p.each(func(key string, val []byte) {
 			switch key {
 			case "userName":
-				e.TargetUserName = strs.copy(val)
+				targets[0] = strs.copy(val)
+			case "roleName":
+				targets[1] = strs.copy(val)
+			case "groupName":
+				targets[2] = strs.copy(val)
 			case "policyArn":
 				e.PolicyARN = strs.copy(val)
 			case "policyName":
 				e.PolicyName = strs.copy(val)
 			}
 		})
+		e.TargetKind, e.TargetName = chooseTarget(e.EventName, targets)
 	}
 	return e
 }
@@ -425,14 +435,11 @@ func ecsEvent(d *ecsDoc) Event {
 			AccessKeyID: uid.string("access_key_id"),
 			AccountID:   account,
 		},
+		Outcome:           d.outcome,
 		RequestParameters: []byte(d.requestParameters),
-		TargetUserName:    d.f.object("user").object("target").string("name"),
 		PolicyARN:         flat.string("policyArn"),
 		PolicyName:        flat.string("policyName"),
 		Original:          bytes.Clone(trimSpace(d.raw)),
-	}
-	if e.TargetUserName == "" {
-		e.TargetUserName = flat.string("userName")
 	}
 	if e.PolicyARN == "" {
 		e.PolicyARN = flatValue(d.requestParameters, "policyArn")
@@ -440,9 +447,24 @@ func ecsEvent(d *ecsDoc) Event {
 	if e.PolicyName == "" {
 		e.PolicyName = flatValue(d.requestParameters, "policyName")
 	}
-	if e.TargetUserName == "" {
-		e.TargetUserName = flatValue(d.requestParameters, "userName")
+	// The target: Elastic's flattened object, else the fields its pipeline
+	// copies userName and groupName to, else the flattened text.
+	var targets [len(targetParams)]string
+	for i, p := range targetParams {
+		targets[i] = flat.string(p.param)
 	}
+	if targets[0] == "" {
+		targets[0] = d.f.object("user").object("target").string("name")
+	}
+	if targets[2] == "" {
+		targets[2] = d.f.object("group").string("name")
+	}
+	for i, p := range targetParams {
+		if targets[i] == "" {
+			targets[i] = flatValue(d.requestParameters, p.param)
+		}
+	}
+	e.TargetKind, e.TargetName = chooseTarget(e.EventName, targets)
 	return e
 }
 

@@ -273,15 +273,16 @@ func TestFindingEvent(t *testing.T) {
 		SourceIPAddress: "1.2.3.4", UserAgent: "AWS Internal",
 		UserIdentity: Identity{Type: "AssumedRole", PrincipalID: "FAKE_PRINCIPAL:user.name",
 			ARN: "arn:aws:sts::123456789012:assumed-role/a-role/user.name", AccountID: "123456789012", AccessKeyID: "FAKE_ACCESS_KEY"},
-		TargetUserName: "test-user", PolicyARN: "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2",
+		Outcome: "success", TargetKind: TargetUser, TargetName: "test-user",
+		PolicyARN: "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2",
 	}
 	got := f.Event
 	got.RequestParameters, got.Original = nil, nil
 	if !equalEvent(got, want) {
 		t.Errorf("event = %+v\nwant    %+v", got, want)
 	}
-	if f.Shape != ShapeRecord || f.Rule != ElasticQuarantineRule || f.Event.Outcome() != "success" {
-		t.Errorf("shape %v rule %v outcome %v", f.Shape, f.Rule.ID, f.Event.Outcome())
+	if f.Shape != ShapeRecord || f.Rule != ElasticQuarantineRule {
+		t.Errorf("shape %v rule %v", f.Shape, f.Rule.ID)
 	}
 	if !json.Valid(f.Event.Original) || !bytes.Contains(f.Event.Original, []byte(quarantineEventID)) {
 		t.Errorf("original is not the record: %s", f.Event.Original)
@@ -292,7 +293,7 @@ func TestFindingEvent(t *testing.T) {
 		t.Fatalf("ECS findings = %d, want 1", len(ecs.Findings))
 	}
 	e := ecs.Findings[0].Event
-	if e.PolicyARN != want.PolicyARN || e.TargetUserName != "test-user" || e.RecipientAccountID != "123456789012" || e.UserIdentity.AccessKeyID != "FAKE_ACCESS_KEY" {
+	if e.PolicyARN != want.PolicyARN || e.TargetKind != TargetUser || e.TargetName != "test-user" || e.Outcome != "success" || e.RecipientAccountID != "123456789012" || e.UserIdentity.AccessKeyID != "FAKE_ACCESS_KEY" {
 		t.Errorf("ECS event = %+v", e)
 	}
 }
@@ -310,5 +311,38 @@ func TestFindingOwnsItsBytes(t *testing.T) {
 	s.Match(gz(cloudWatchPayload(bytes.Repeat([]byte("x"), 4096))), nil)
 	if string(first.Findings[0].Event.Original) != before {
 		t.Fatal("finding changed when the scanner was reused")
+	}
+}
+
+// TestFindingTargetAndOutcome: a finding names the identity the call acted
+// on by the request parameter that holds it, and carries the outcome the
+// rules were evaluated on, in every kind of event the rules report.
+func TestFindingTargetAndOutcome(t *testing.T) {
+	m := mustNew(t, Config{Rules: AllRules})
+	tests := []struct {
+		name                  string
+		value                 []byte
+		outcome, kind, target string
+	}{
+		{"AttachUserPolicy", quarantine(t), "success", TargetUser, "test-user"},
+		{"AttachUserPolicy denied", quarantine(t, `"eventName":"AttachUserPolicy",`, `"eventName":"AttachUserPolicy","errorCode":"AccessDenied",`), "failure", TargetUser, "test-user"},
+		{"DetachRolePolicy", quarantine(t, "AttachUserPolicy", "DetachRolePolicy", `"userName":"test-user"`, `"roleName":"web-app"`), "success", TargetRole, "web-app"},
+		{"AttachGroupPolicy", quarantine(t, "AttachUserPolicy", "AttachGroupPolicy", `"userName":"test-user"`, `"groupName":"devs"`), "success", TargetGroup, "devs"},
+		// The event name says which parameter is the target.
+		{"DetachGroupPolicy naming a user too", quarantine(t, "AttachUserPolicy", "DetachGroupPolicy", `"userName":"test-user"`, `"userName":"test-user","groupName":"devs"`), "success", TargetGroup, "devs"},
+		{"ECS failure", ecsDocument("AttachUserPolicy", "failure", "aws.cloudtrail", "{userName=test-user, policyArn=arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2}"), "failure", TargetUser, "test-user"},
+		{"ECS DetachRolePolicy", ecsDocument("DetachRolePolicy", "success", "aws.cloudtrail", "{roleName=web-app, policyArn=arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2}"), "success", TargetRole, "web-app"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := m.NewScanner().Match(tt.value, nil)
+			if res.Err != nil || len(res.Findings) != 1 {
+				t.Fatalf("err %v, %d findings, want 1", res.Err, len(res.Findings))
+			}
+			e := res.Findings[0].Event
+			if e.Outcome != tt.outcome || e.TargetKind != tt.kind || e.TargetName != tt.target {
+				t.Errorf("outcome %q, target %q %q; want %q, %q %q", e.Outcome, e.TargetKind, e.TargetName, tt.outcome, tt.kind, tt.target)
+			}
+		})
 	}
 }

@@ -5,11 +5,25 @@ import (
 	"strings"
 )
 
-// Threat is one MITRE ATT&CK reference.
+// Threat is one MITRE ATT&CK tactic, technique or sub-technique.
 type Threat struct {
 	ID        string
 	Name      string
 	Reference string
+}
+
+// Technique is an ATT&CK technique and those of its sub-techniques a rule
+// maps.
+type Technique struct {
+	Threat
+	Subtechniques []Threat
+}
+
+// ThreatMapping is one ATT&CK tactic and the techniques a rule maps under
+// it, as one [[rule.threat]] entry of an Elastic rule file declares them.
+type ThreatMapping struct {
+	Tactic     Threat
+	Techniques []Technique
 }
 
 // Rule is a detection rule: what it is called and how serious its findings
@@ -17,25 +31,51 @@ type Threat struct {
 type Rule struct {
 	ID string
 	// Key is the rule's short name in --rules.
-	Key         string
+	Key string
+	// Version is the rule's revision, carried in every finding so that an
+	// alert says which revision of the logic and mapping produced it. For
+	// a rule Elastic ships it names the upstream revision followed
+	// (docs/rules.md says where it was read).
+	Version     string
 	Name        string
 	Description string
 	Severity    string // low, medium, high, critical
 	RiskScore   int
 	Ruleset     string
 	References  []string
-	Technique   Threat
-	Tactic      Threat
+	// Threats is the rule's MITRE ATT&CK mapping, tactic by tactic.
+	Threats []ThreatMapping
 	// Notes tells a responder what to look at first.
 	Notes string
 }
 
+// ATT&CK entries the rules map.
+var (
+	tacticCredentialAccess = Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"}
+	tacticInitialAccess    = Threat{ID: "TA0001", Name: "Initial Access", Reference: "https://attack.mitre.org/tactics/TA0001/"}
+	tacticDefenseEvasion   = Threat{ID: "TA0005", Name: "Defense Evasion", Reference: "https://attack.mitre.org/tactics/TA0005/"}
+
+	techniqueUnsecuredCredentials = Technique{Threat: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"}}
+	techniqueImpairDefenses       = Technique{Threat: Threat{ID: "T1562", Name: "Impair Defenses", Reference: "https://attack.mitre.org/techniques/T1562/"}}
+	techniqueCloudAccounts        = Technique{
+		Threat:        Threat{ID: "T1078", Name: "Valid Accounts", Reference: "https://attack.mitre.org/techniques/T1078/"},
+		Subtechniques: []Threat{{ID: "T1078.004", Name: "Cloud Accounts", Reference: "https://attack.mitre.org/techniques/T1078/004/"}},
+	}
+
+	// credentialAccess is T1552 Unsecured Credentials under TA0006.
+	credentialAccess = ThreatMapping{Tactic: tacticCredentialAccess, Techniques: []Technique{techniqueUnsecuredCredentials}}
+)
+
 // ElasticQuarantineRule is Elastic's "AWS IAM CompromisedKeyQuarantine
 // Policy Attached to User", the rule this project evaluates on the stream.
 var ElasticQuarantineRule = &Rule{
-	ID:   "0b79f5c0-2c31-4fea-86cd-e62644278205",
-	Key:  "elastic",
-	Name: "AWS IAM CompromisedKeyQuarantine Policy Attached to User",
+	ID:  "0b79f5c0-2c31-4fea-86cd-e62644278205",
+	Key: "elastic",
+	// The revision of elastic/detection-rules' rule file this follows, by
+	// its updated_date: the integer version Elastic's release lock gives
+	// that revision could not be read (docs/rules.md).
+	Version: "2026/04/10",
+	Name:    "AWS IAM CompromisedKeyQuarantine Policy Attached to User",
 	Description: "This rule looks for use of the IAM AttachUserPolicy API operation to attach the " +
 		"CompromisedKeyQuarantine or CompromisedKeyQuarantineV2 AWS managed policies to an existing IAM user. " +
 		"This policy denies access to certain actions and is applied by the AWS team in the event that an " +
@@ -47,8 +87,12 @@ var ElasticQuarantineRule = &Rule{
 		"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantine.html/",
 		"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV2.html/",
 	},
-	Technique: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"},
-	Tactic:    Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"},
+	// As in the upstream revision: T1552 under Credential Access, and
+	// T1078.004 Valid Accounts: Cloud Accounts under Initial Access.
+	Threats: []ThreatMapping{
+		credentialAccess,
+		{Tactic: tacticInitialAccess, Techniques: []Technique{techniqueCloudAccounts}},
+	},
 	Notes: "AWS attached a quarantine policy because an access key of this user was exposed. " +
 		"Rotate and delete the key, review CloudTrail for its use since the exposure, and keep the policy " +
 		"attached until the AWS support case is closed.",
@@ -56,15 +100,17 @@ var ElasticQuarantineRule = &Rule{
 
 // The companion rules: the moments around a quarantine that the Elastic rule
 // does not see. Each is opt-in (Config.Rules) and has an id that never
-// changes, so alert ids and SIEM suppressions stay valid across releases.
+// changes, so alert ids and SIEM suppressions stay valid across releases;
+// their Version is this project's own revision of each.
 var (
 	// QuarantineAttachFailedRule: AWS tried to quarantine a user and the
 	// call failed (an SCP or permissions boundary denied it): the exposed
 	// key is not contained.
 	QuarantineAttachFailedRule = &Rule{
-		ID:   "78839149-9acc-4627-a592-f66a785aa1b5",
-		Key:  "attach-failed",
-		Name: "AWS IAM CompromisedKeyQuarantine Policy Attachment Failed",
+		ID:      "78839149-9acc-4627-a592-f66a785aa1b5",
+		Key:     "attach-failed",
+		Version: "1",
+		Name:    "AWS IAM CompromisedKeyQuarantine Policy Attachment Failed",
 		Description: "An AttachUserPolicy call for an AWSCompromisedKeyQuarantine policy failed, for example because a " +
 			"service control policy or permissions boundary denied it. AWS found an exposed access key for this user " +
 			"and could not contain it: the key is still fully usable.",
@@ -75,8 +121,7 @@ var (
 			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
 			"https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html",
 		},
-		Technique: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"},
-		Tactic:    Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"},
+		Threats: []ThreatMapping{credentialAccess},
 		Notes: "Deactivate the exposed access key now (aws iam update-access-key --status Inactive): nothing else " +
 			"restricts it. Then find what denied the attachment (errorCode, errorMessage) and review the key's use.",
 	}
@@ -84,9 +129,10 @@ var (
 	// QuarantineDetachedRule: a quarantine policy was removed from a user,
 	// role or group before the incident was closed.
 	QuarantineDetachedRule = &Rule{
-		ID:   "33f499e2-12da-419e-ac60-c893b6efbd22",
-		Key:  "detached",
-		Name: "AWS IAM CompromisedKeyQuarantine Policy Detached",
+		ID:      "33f499e2-12da-419e-ac60-c893b6efbd22",
+		Key:     "detached",
+		Version: "1",
+		Name:    "AWS IAM CompromisedKeyQuarantine Policy Detached",
 		Description: "A DetachUserPolicy, DetachRolePolicy or DetachGroupPolicy call removed an AWSCompromisedKeyQuarantine " +
 			"policy. AWS advises leaving it attached until the support case about the exposed key is closed; removing " +
 			"it gives the exposed credential its permissions back, and is what an intruder holding it would do.",
@@ -96,8 +142,7 @@ var (
 		References: []string{
 			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
 		},
-		Technique: Threat{ID: "T1562", Name: "Impair Defenses", Reference: "https://attack.mitre.org/techniques/T1562/"},
-		Tactic:    Threat{ID: "TA0005", Name: "Defense Evasion", Reference: "https://attack.mitre.org/tactics/TA0005/"},
+		Threats: []ThreatMapping{{Tactic: tacticDefenseEvasion, Techniques: []Technique{techniqueImpairDefenses}}},
 		Notes: "Confirm with the caller (userIdentity) that the exposed key was deleted and the support case closed; " +
 			"if not, re-attach the policy and treat the caller as suspect.",
 	}
@@ -106,9 +151,10 @@ var (
 	// or a group: a credential other than a user's access key was exposed,
 	// or a responder quarantined a whole group.
 	QuarantineRoleOrGroupRule = &Rule{
-		ID:   "d9c40746-9e0e-421d-954c-56c6777f6733",
-		Key:  "role-group-attached",
-		Name: "AWS IAM CompromisedKeyQuarantine Policy Attached to Role or Group",
+		ID:      "d9c40746-9e0e-421d-954c-56c6777f6733",
+		Key:     "role-group-attached",
+		Version: "1",
+		Name:    "AWS IAM CompromisedKeyQuarantine Policy Attached to Role or Group",
 		Description: "An AttachRolePolicy or AttachGroupPolicy call attached an AWSCompromisedKeyQuarantine policy. " +
 			"Quarantining a role means its session credentials were exposed; quarantining a group affects every member.",
 		Severity:  "medium",
@@ -117,8 +163,7 @@ var (
 		References: []string{
 			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
 		},
-		Technique: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"},
-		Tactic:    Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"},
+		Threats: []ThreatMapping{credentialAccess},
 		Notes: "Find which credential was exposed (for a role, its sessions' access keys in CloudTrail) and revoke " +
 			"active sessions (AWSRevokeOlderSessions).",
 	}
@@ -126,9 +171,10 @@ var (
 	// LegacyInlineQuarantineRule: the mechanism AWS used before managed
 	// quarantine policies, an inline policy on the user.
 	LegacyInlineQuarantineRule = &Rule{
-		ID:   "7b67b4c0-7bf9-48bb-9927-76a6e68b52eb",
-		Key:  "legacy-inline",
-		Name: "AWS IAM Legacy Exposed-Credential Inline Policy Put on User",
+		ID:      "7b67b4c0-7bf9-48bb-9927-76a6e68b52eb",
+		Key:     "legacy-inline",
+		Version: "1",
+		Name:    "AWS IAM Legacy Exposed-Credential Inline Policy Put on User",
 		Description: "A PutUserPolicy call added the inline policy AWSExposedCredentialPolicy_DO_NOT_REMOVE, which AWS " +
 			"attached to users with exposed access keys before the managed AWSCompromisedKeyQuarantine policies existed.",
 		Severity:  "high",
@@ -137,8 +183,7 @@ var (
 		References: []string{
 			"https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html",
 		},
-		Technique: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"},
-		Tactic:    Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"},
+		Threats: []ThreatMapping{credentialAccess},
 		Notes: "Rotate and delete the user's access keys and review their use; leave the inline policy in place until " +
 			"the support case is closed.",
 	}

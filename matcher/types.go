@@ -1,5 +1,7 @@
 package matcher
 
+import "strings"
+
 // Shape names the delivery shape a Kafka record value arrived in.
 type Shape uint8
 
@@ -49,14 +51,27 @@ type Event struct {
 	UserAgent          string
 	UserIdentity       Identity
 
+	// Outcome is the outcome the rules were evaluated on: "failure" or
+	// "success" for a CloudTrail record (failure when errorCode or
+	// errorMessage is present, as Elastic's pipeline sets event.outcome),
+	// event.outcome verbatim for an ECS document.
+	Outcome string
+
 	// RequestParameters is the requestParameters object as JSON; in
 	// ShapeECS it is Elastic's flattened "{key=value, ...}" text.
 	RequestParameters []byte
-	// TargetUserName and PolicyARN are read from the request parameters
-	// (userName / policyArn), or from their ECS equivalents.
-	TargetUserName string
-	PolicyARN      string
-	PolicyName     string
+	// TargetKind is the kind of IAM identity the call acts on, named by
+	// the request parameter that holds it: TargetUser (userName),
+	// TargetRole (roleName) or TargetGroup (groupName); "" when there is
+	// none. TargetName is that parameter's value. In ShapeECS they are
+	// read from Elastic's flattened request parameters, or from
+	// user.target.name and group.name.
+	TargetKind string
+	TargetName string
+	// PolicyARN and PolicyName are read from the request parameters
+	// (policyArn / policyName), or from their ECS equivalents.
+	PolicyARN  string
+	PolicyName string
 
 	// Original is the event verbatim: the CloudTrail record as delivered
 	// (decoded from its envelope), or the ECS document in ShapeECS. It is
@@ -64,13 +79,37 @@ type Event struct {
 	Original []byte
 }
 
-// Outcome is "failure" when errorCode or errorMessage is present and
-// non-empty, else "success", as Elastic's CloudTrail pipeline sets event.outcome.
-func (e *Event) Outcome() string {
-	if e.ErrorCode != "" || e.ErrorMessage != "" {
-		return "failure"
+// The kinds of IAM identity an event can act on (Event.TargetKind).
+const (
+	TargetUser  = "user"
+	TargetRole  = "role"
+	TargetGroup = "group"
+)
+
+// targetParams are the request parameters that name an event's target,
+// with the kind each names, in the order they are preferred when a call
+// names more than one and its event name does not say which it acts on.
+var targetParams = [...]struct{ param, kind, infix string }{
+	{"userName", TargetUser, "User"},
+	{"roleName", TargetRole, "Role"},
+	{"groupName", TargetGroup, "Group"},
+}
+
+// chooseTarget picks the target among the values of userName, roleName and
+// groupName (names, in targetParams order): the one the event name says the
+// call acts on ("DetachRolePolicy" acts on a role), else the first present.
+func chooseTarget(eventName string, names [len(targetParams)]string) (kind, name string) {
+	for i, p := range targetParams {
+		if names[i] != "" && strings.Contains(eventName, p.infix+"Polic") {
+			return p.kind, names[i]
+		}
 	}
-	return "success"
+	for i, p := range targetParams {
+		if names[i] != "" {
+			return p.kind, names[i]
+		}
+	}
+	return "", ""
 }
 
 // Finding is one event that one rule matched.

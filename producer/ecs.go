@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -128,18 +129,25 @@ type ECSRule struct {
 }
 
 // ECSThreat is threat.*. ECS 8.x keeps the ATT&CK ids, names and
-// references of a technique or tactic as parallel arrays.
+// references of the rule's tactics, techniques and sub-techniques as
+// parallel arrays, each in the order of the rule's mapping.
 type ECSThreat struct {
-	Framework string        `json:"framework"` // always "MITRE ATT&CK"
-	Technique *ECSThreatRef `json:"technique,omitempty"`
-	Tactic    *ECSThreatRef `json:"tactic,omitempty"`
+	Framework string              `json:"framework"` // always "MITRE ATT&CK"
+	Technique *ECSThreatTechnique `json:"technique,omitempty"`
+	Tactic    *ECSThreatRef       `json:"tactic,omitempty"`
 }
 
-// ECSThreatRef is threat.technique.* or threat.tactic.*.
+// ECSThreatRef is threat.tactic.* or threat.technique.subtechnique.*.
 type ECSThreatRef struct {
 	ID        []string `json:"id"`
 	Name      []string `json:"name"`
 	Reference []string `json:"reference"`
+}
+
+// ECSThreatTechnique is threat.technique.*.
+type ECSThreatTechnique struct {
+	ECSThreatRef
+	Subtechnique *ECSThreatRef `json:"subtechnique,omitempty"`
 }
 
 // ECSCloud is cloud.*.
@@ -263,7 +271,7 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 			Dataset:   "aws.cloudtrail",
 			Provider:  e.EventSource,
 			Action:    e.EventName,
-			Outcome:   e.Outcome(),
+			Outcome:   cmp.Or(e.Outcome, "unknown"),
 			ID:        e.EventID,
 			Created:   created,
 			Severity:  r.RiskScore,
@@ -302,15 +310,14 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 	if len(r.References) > 0 {
 		a.Rule.Reference = r.References[0]
 	}
-	if r.Technique.ID != "" || r.Tactic.ID != "" {
-		a.Threat = &ECSThreat{Framework: "MITRE ATT&CK", Technique: threatRef(r.Technique), Tactic: threatRef(r.Tactic)}
-	}
+	a.Threat = ecsThreat(r)
 	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
 		a.Cloud.Account = &ECSCloudAccount{ID: acct}
 	}
-	if u := (ECSUser{Name: e.UserIdentity.UserName, ID: e.UserIdentity.PrincipalID}); u.Name != "" || u.ID != "" || e.TargetUserName != "" {
-		if e.TargetUserName != "" {
-			u.Target = &ECSUserTarget{Name: e.TargetUserName}
+	target := targetUser(e)
+	if u := (ECSUser{Name: e.UserIdentity.UserName, ID: e.UserIdentity.PrincipalID}); u.Name != "" || u.ID != "" || target != "" {
+		if target != "" {
+			u.Target = &ECSUserTarget{Name: target}
 		}
 		a.User = &u
 	}
@@ -333,11 +340,51 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 	return a, nil
 }
 
-func threatRef(t matcher.Threat) *ECSThreatRef {
-	if t.ID == "" {
+// ecsThreat is the rule's ATT&CK mapping as ECS threat.* arrays, nil when
+// the rule maps nothing. An entry appears once even when two tactics share
+// it.
+func ecsThreat(r *matcher.Rule) *ECSThreat {
+	var tactics, techniques, subtechniques ECSThreatRef
+	add := func(ref *ECSThreatRef, t matcher.Threat) {
+		if t.ID == "" || slices.Contains(ref.ID, t.ID) {
+			return
+		}
+		ref.ID = append(ref.ID, t.ID)
+		ref.Name = append(ref.Name, t.Name)
+		ref.Reference = append(ref.Reference, t.Reference)
+	}
+	for _, m := range r.Threats {
+		add(&tactics, m.Tactic)
+		for _, tech := range m.Techniques {
+			add(&techniques, tech.Threat)
+			for _, sub := range tech.Subtechniques {
+				add(&subtechniques, sub)
+			}
+		}
+	}
+	if tactics.ID == nil && techniques.ID == nil {
 		return nil
 	}
-	return &ECSThreatRef{ID: []string{t.ID}, Name: []string{t.Name}, Reference: []string{t.Reference}}
+	t := &ECSThreat{Framework: "MITRE ATT&CK"}
+	if tactics.ID != nil {
+		t.Tactic = &tactics
+	}
+	if techniques.ID != nil {
+		t.Technique = &ECSThreatTechnique{ECSThreatRef: techniques}
+		if subtechniques.ID != nil {
+			t.Technique.Subtechnique = &subtechniques
+		}
+	}
+	return t
+}
+
+// targetUser is the IAM user the call acted on, "" when it acted on a
+// role or a group.
+func targetUser(e *matcher.Event) string {
+	if e.TargetKind == matcher.TargetUser {
+		return e.TargetName
+	}
+	return ""
 }
 
 // requestParameters returns p compacted when it is JSON (so the text does
@@ -363,21 +410,21 @@ func requestParameters(p []byte) string {
 func summary(e *matcher.Event) string {
 	var b strings.Builder
 	b.WriteString(actor(e))
-	if e.Outcome() == "failure" {
+	if e.Outcome == "failure" {
 		b.WriteString(" failed to attach ")
 	} else {
 		b.WriteString(" attached ")
 	}
 	b.WriteString(policyLabel(e))
 	b.WriteString(" to IAM user ")
-	b.WriteString(cmp.Or(e.TargetUserName, "(unknown)"))
+	b.WriteString(cmp.Or(targetUser(e), "(unknown)"))
 	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
 		b.WriteString(" in account ")
 		b.WriteString(acct)
 	}
 	b.WriteString(" (")
 	b.WriteString(cmp.Or(e.EventName, "unknown action"))
-	if e.Outcome() == "failure" {
+	if e.Outcome == "failure" {
 		b.WriteString(": ")
 		b.WriteString(cmp.Or(e.ErrorCode, e.ErrorMessage))
 	}

@@ -46,7 +46,9 @@ func TestECSDocument(t *testing.T) {
 				PrincipalID: s("user.id"),
 			},
 			RequestParameters: []byte(s("aws.cloudtrail.request_parameters")),
-			TargetUserName:    s("user.target.name"),
+			Outcome:           s("event.outcome"),
+			TargetKind:        matcher.TargetUser,
+			TargetName:        s("user.target.name"),
 			PolicyARN:         s("aws.cloudtrail.flattened.request_parameters.policyArn"),
 			Original:          raw,
 		}}
@@ -68,41 +70,44 @@ func TestECSDocument(t *testing.T) {
 			finding:    v2,
 			exhaustive: true,
 			want: map[string]any{
-				"@timestamp":                        "2023-11-21T23:23:52Z",
-				"message":                           "AWS attached AWSCompromisedKeyQuarantineV2 to IAM user test-user in account 123456789012 (AttachUserPolicy)",
-				"ecs.version":                       "8.11.0",
-				"event.kind":                        "alert",
-				"event.module":                      "aws",
-				"event.dataset":                     "aws.cloudtrail",
-				"event.provider":                    "iam.amazonaws.com",
-				"event.action":                      "AttachUserPolicy",
-				"event.outcome":                     "success",
-				"event.id":                          "e7bb4b23-66e1-4656-b607-f575fde3b790",
-				"event.created":                     detectedText,
-				"event.severity":                    73,
-				"event.risk_score":                  73,
-				"rule.id":                           ruleID,
-				"rule.name":                         "AWS IAM CompromisedKeyQuarantine Policy Attached to User",
-				"rule.reference":                    "https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantine.html/",
-				"rule.ruleset":                      "elastic",
-				"threat.framework":                  "MITRE ATT&CK",
-				"threat.technique.id":               []string{"T1552"},
-				"threat.technique.name":             []string{"Unsecured Credentials"},
-				"threat.technique.reference":        []string{"https://attack.mitre.org/techniques/T1552/"},
-				"threat.tactic.id":                  []string{"TA0006"},
-				"threat.tactic.name":                []string{"Credential Access"},
-				"threat.tactic.reference":           []string{"https://attack.mitre.org/tactics/TA0006/"},
-				"cloud.provider":                    "aws",
-				"cloud.account.id":                  "123456789012",
-				"cloud.region":                      "us-east-1",
-				"user.id":                           "FAKE_PRINCIPAL:user.name",
-				"user.target.name":                  "test-user",
-				"source.address":                    "1.2.3.4",
-				"source.ip":                         "1.2.3.4",
-				"user_agent.original":               "AWS Internal",
-				"aws.cloudtrail.request_parameters": `{"userName":"test-user","policyArn":"arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2"}`,
-				"aws.cloudtrail.user_identity.type": "AssumedRole",
-				"aws.cloudtrail.user_identity.arn":  "arn:aws:sts::123456789012:assumed-role/a-role/user.name",
+				"@timestamp":                         "2023-11-21T23:23:52Z",
+				"message":                            "AWS attached AWSCompromisedKeyQuarantineV2 to IAM user test-user in account 123456789012 (AttachUserPolicy)",
+				"ecs.version":                        "8.11.0",
+				"event.kind":                         "alert",
+				"event.module":                       "aws",
+				"event.dataset":                      "aws.cloudtrail",
+				"event.provider":                     "iam.amazonaws.com",
+				"event.action":                       "AttachUserPolicy",
+				"event.outcome":                      "success",
+				"event.id":                           "e7bb4b23-66e1-4656-b607-f575fde3b790",
+				"event.created":                      detectedText,
+				"event.severity":                     73,
+				"event.risk_score":                   73,
+				"rule.id":                            ruleID,
+				"rule.name":                          "AWS IAM CompromisedKeyQuarantine Policy Attached to User",
+				"rule.reference":                     "https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantine.html/",
+				"rule.ruleset":                       "elastic",
+				"threat.framework":                   "MITRE ATT&CK",
+				"threat.technique.id":                []string{"T1552", "T1078"},
+				"threat.technique.name":              []string{"Unsecured Credentials", "Valid Accounts"},
+				"threat.technique.reference":         []string{"https://attack.mitre.org/techniques/T1552/", "https://attack.mitre.org/techniques/T1078/"},
+				"threat.technique.subtechnique.id":   []string{"T1078.004"},
+				"threat.technique.subtechnique.name": []string{"Cloud Accounts"},
+				"threat.technique.subtechnique.reference":    []string{"https://attack.mitre.org/techniques/T1078/004/"},
+				"threat.tactic.id":                           []string{"TA0006", "TA0001"},
+				"threat.tactic.name":                         []string{"Credential Access", "Initial Access"},
+				"threat.tactic.reference":                    []string{"https://attack.mitre.org/tactics/TA0006/", "https://attack.mitre.org/tactics/TA0001/"},
+				"cloud.provider":                             "aws",
+				"cloud.account.id":                           "123456789012",
+				"cloud.region":                               "us-east-1",
+				"user.id":                                    "FAKE_PRINCIPAL:user.name",
+				"user.target.name":                           "test-user",
+				"source.address":                             "1.2.3.4",
+				"source.ip":                                  "1.2.3.4",
+				"user_agent.original":                        "AWS Internal",
+				"aws.cloudtrail.request_parameters":          `{"userName":"test-user","policyArn":"arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2"}`,
+				"aws.cloudtrail.user_identity.type":          "AssumedRole",
+				"aws.cloudtrail.user_identity.arn":           "arn:aws:sts::123456789012:assumed-role/a-role/user.name",
 				"aws.cloudtrail.user_identity.access_key_id": "FAKE_ACCESS_KEY",
 				"quarantine_watch.schema_version":            "1",
 				"quarantine_watch.alert_id":                  "f013ee106138a6679ea2239fd7d4df0c2c2598ee04faabd009259725bfcbd0fd",
@@ -228,7 +233,7 @@ func TestECSDocument(t *testing.T) {
 		{
 			name: "control characters do not break the one-line message",
 			finding: with(v2, func(f *matcher.Finding) {
-				f.Event.TargetUserName = "evil\nuser\u2028x"
+				f.Event.TargetName = "evil\nuser\u2028x"
 				f.Event.UserAgent = "aws-internal/3 x"
 			}),
 			want: map[string]any{
@@ -428,12 +433,12 @@ func TestNewECSAlertErrors(t *testing.T) {
 func FuzzECSAlert(f *testing.F) {
 	for _, name := range []string{quarantineV2, "04_assume_role_awsservice_elastic_integrations.json", "10_legacy_putuserpolicy_exposed_credential_quarantine_panther.json"} {
 		e := sampleEvent(f, name)
-		f.Add(e.EventTime, e.SourceIPAddress, e.TargetUserName, e.UserAgent, e.PolicyARN, e.ErrorCode, e.RequestParameters, e.Original)
+		f.Add(e.EventTime, e.SourceIPAddress, e.TargetName, e.UserAgent, e.PolicyARN, e.ErrorCode, e.RequestParameters, e.Original)
 	}
 	f.Add("0000-01-01T00:00:00+01:00", "::ffff:1.2.3.4", "\xff", "", "/", "", []byte("null"), []byte{0, 0xff})
 	f.Fuzz(func(t *testing.T, eventTime, ip, user, ua, policy, errCode string, params, original []byte) {
 		e := sampleEvent(t, quarantineV2)
-		e.EventTime, e.SourceIPAddress, e.TargetUserName, e.UserAgent, e.PolicyARN, e.ErrorCode = eventTime, ip, user, ua, policy, errCode
+		e.EventTime, e.SourceIPAddress, e.TargetName, e.UserAgent, e.PolicyARN, e.ErrorCode = eventTime, ip, user, ua, policy, errCode
 		e.RequestParameters, e.Original = params, original
 		b, err := ECS{}.Encode(matcher.Finding{Rule: matcher.ElasticQuarantineRule, Event: e}, Source{Topic: "t"}, detected)
 		if err != nil {

@@ -76,6 +76,8 @@ func sampleEvent(t testing.TB, name string) matcher.Event {
 	}
 	var params struct {
 		UserName   string `json:"userName"`
+		RoleName   string `json:"roleName"`
+		GroupName  string `json:"groupName"`
 		PolicyARN  string `json:"policyArn"`
 		PolicyName string `json:"policyName"`
 	}
@@ -83,6 +85,20 @@ func sampleEvent(t testing.TB, name string) matcher.Event {
 		if err := json.Unmarshal(r.RequestParameters, &params); err != nil {
 			t.Fatalf("%s: requestParameters: %v", name, err)
 		}
+	}
+	// Elastic's pipeline: failure when errorCode or errorMessage is set.
+	outcome := "success"
+	if r.ErrorCode != "" || r.ErrorMessage != "" {
+		outcome = "failure"
+	}
+	var kind, target string
+	switch {
+	case params.UserName != "":
+		kind, target = matcher.TargetUser, params.UserName
+	case params.RoleName != "":
+		kind, target = matcher.TargetRole, params.RoleName
+	case params.GroupName != "":
+		kind, target = matcher.TargetGroup, params.GroupName
 	}
 	return matcher.Event{
 		EventID:            r.EventID,
@@ -97,7 +113,9 @@ func sampleEvent(t testing.TB, name string) matcher.Event {
 		UserAgent:          r.UserAgent,
 		UserIdentity:       r.UserIdentity,
 		RequestParameters:  r.RequestParameters,
-		TargetUserName:     params.UserName,
+		Outcome:            outcome,
+		TargetKind:         kind,
+		TargetName:         target,
 		PolicyARN:          params.PolicyARN,
 		PolicyName:         params.PolicyName,
 		Original:           bytes.Clone(raw),

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -195,11 +196,13 @@ type OCSFAnalytic struct {
 	Type   string `json:"type"`    // "Rule"
 }
 
-// OCSFAttack is one finding_info.attacks[] entry (the OCSF attack object).
+// OCSFAttack is one finding_info.attacks[] entry (the OCSF attack object):
+// one per tactic, technique and sub-technique of the rule's mapping.
 type OCSFAttack struct {
-	Technique *OCSFAttackEntity `json:"technique,omitempty"`
-	Tactic    *OCSFAttackEntity `json:"tactic,omitempty"`
-	Version   string            `json:"version"` // OCSFAttackVersion
+	SubTechnique *OCSFAttackEntity `json:"sub_technique,omitempty"`
+	Technique    *OCSFAttackEntity `json:"technique,omitempty"`
+	Tactic       *OCSFAttackEntity `json:"tactic,omitempty"`
+	Version      string            `json:"version"` // OCSFAttackVersion
 }
 
 // OCSFAttackEntity is an ATT&CK technique or tactic.
@@ -412,11 +415,11 @@ func NewOCSFDetectionFinding(f matcher.Finding, src Source, detected time.Time) 
 	if e.EventID != "" {
 		d.FindingInfo.RelatedEvents = []OCSFRelatedEvent{{UID: e.EventID}}
 	}
-	if a := ocsfAttack(r); a != nil {
-		d.FindingInfo.Attacks = []OCSFAttack{*a}
-	}
-	if r.Tactic.Name != "" {
-		d.FindingInfo.Types = []string{r.Tactic.Name}
+	d.FindingInfo.Attacks = ocsfAttacks(r)
+	for _, m := range r.Threats {
+		if m.Tactic.Name != "" && !slices.Contains(d.FindingInfo.Types, m.Tactic.Name) {
+			d.FindingInfo.Types = append(d.FindingInfo.Types, m.Tactic.Name)
+		}
 	}
 	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
 		d.Cloud.Account = awsAccount(acct)
@@ -438,20 +441,37 @@ func awsAccount(uid string) *OCSFAccount {
 	return &OCSFAccount{UID: uid, TypeID: ocsfAccountAWS, Type: "AWS Account"}
 }
 
-// ocsfAttack is the rule's ATT&CK mapping, nil when it has none (OCSF
-// requires a technique or a tactic).
-func ocsfAttack(r *matcher.Rule) *OCSFAttack {
+// ocsfAttacks is the rule's ATT&CK mapping, one attack object per
+// sub-technique, or per technique without one, or per tactic without a
+// technique; an attack with none of them is left out (OCSF requires one).
+func ocsfAttacks(r *matcher.Rule) []OCSFAttack {
 	entity := func(t matcher.Threat) *OCSFAttackEntity {
 		if t.ID == "" {
 			return nil
 		}
 		return &OCSFAttackEntity{UID: t.ID, Name: t.Name, SrcURL: t.Reference}
 	}
-	a := OCSFAttack{Technique: entity(r.Technique), Tactic: entity(r.Tactic), Version: OCSFAttackVersion}
-	if a.Technique == nil && a.Tactic == nil {
-		return nil
+	var out []OCSFAttack
+	add := func(a OCSFAttack) {
+		if a.Tactic != nil || a.Technique != nil || a.SubTechnique != nil {
+			a.Version = OCSFAttackVersion
+			out = append(out, a)
+		}
 	}
-	return &a
+	for _, m := range r.Threats {
+		if len(m.Techniques) == 0 {
+			add(OCSFAttack{Tactic: entity(m.Tactic)})
+		}
+		for _, tech := range m.Techniques {
+			if len(tech.Subtechniques) == 0 {
+				add(OCSFAttack{Tactic: entity(m.Tactic), Technique: entity(tech.Threat)})
+			}
+			for _, sub := range tech.Subtechniques {
+				add(OCSFAttack{Tactic: entity(m.Tactic), Technique: entity(tech.Threat), SubTechnique: entity(sub)})
+			}
+		}
+	}
+	return out
 }
 
 // ocsfEvidence is the API call: caller, operation, source and target
@@ -488,8 +508,8 @@ func ocsfEvidence(e *matcher.Event) *OCSFEvidence {
 			ev.SrcEndpoint = &OCSFEndpoint{IP: ip.String()}
 		}
 	}
-	if e.TargetUserName != "" {
-		ev.User = &OCSFUser{Name: e.TargetUserName}
+	if u := targetUser(e); u != "" {
+		ev.User = &OCSFUser{Name: u}
 	}
 	if ev == (OCSFEvidence{}) {
 		return nil
@@ -501,8 +521,8 @@ func ocsfEvidence(e *matcher.Event) *OCSFEvidence {
 // ARN, an inline one (the pre-2020 PutUserPolicy mechanism) by its name.
 func ocsfResources(e *matcher.Event) []OCSFResource {
 	var rs []OCSFResource
-	if e.TargetUserName != "" {
-		rs = append(rs, OCSFResource{Type: ocsfResourceUser, Name: e.TargetUserName})
+	if u := targetUser(e); u != "" {
+		rs = append(rs, OCSFResource{Type: ocsfResourceUser, Name: u})
 	}
 	switch {
 	case e.PolicyARN != "":
