@@ -9,9 +9,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
 )
@@ -82,6 +80,7 @@ type ECSAlert struct {
 	Threat          *ECSThreat         `json:"threat,omitempty"`
 	Cloud           ECSCloud           `json:"cloud"`
 	User            *ECSUser           `json:"user,omitempty"`
+	Group           *ECSGroup          `json:"group,omitempty"`
 	Source          *ECSSource         `json:"source,omitempty"`
 	UserAgent       *ECSUserAgent      `json:"user_agent,omitempty"`
 	AWS             ECSAWS             `json:"aws"`
@@ -95,13 +94,19 @@ type ECSVersionField struct {
 
 // ECSEvent is event.*.
 type ECSEvent struct {
-	Kind     string `json:"kind"`    // always "alert"
-	Module   string `json:"module"`  // always "aws"
-	Dataset  string `json:"dataset"` // always "aws.cloudtrail"
-	Provider string `json:"provider,omitempty"`
-	Action   string `json:"action,omitempty"`
-	Outcome  string `json:"outcome"`
-	ID       string `json:"id,omitempty"`
+	Kind    string `json:"kind"`    // always "alert"
+	Module  string `json:"module"`  // always "aws"
+	Dataset string `json:"dataset"` // always "aws.cloudtrail"
+	// Category and Type are what Elastic's CloudTrail pipeline sets for
+	// the call (see ecsCategorization); Category is absent for a call it
+	// does not categorize.
+	Category []string `json:"category,omitempty"`
+	Type     []string `json:"type"`
+	Provider string   `json:"provider,omitempty"`
+	Action   string   `json:"action,omitempty"`
+	// Outcome is the outcome the rule matched on (matcher.Event.Outcome).
+	Outcome string `json:"outcome"`
+	ID      string `json:"id,omitempty"`
 	// Created is the detection time in RFC 3339 UTC.
 	Created string `json:"created"`
 	// Severity is numeric as ECS requires: Elastic's default risk score
@@ -120,8 +125,10 @@ type ECSEvent struct {
 
 // ECSRule is rule.*.
 type ECSRule struct {
-	ID          string `json:"id"`
-	Name        string `json:"name"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"` // matcher.Rule.Version
+	// Description is what the rule looks for (matcher.Rule.Description).
 	Description string `json:"description,omitempty"`
 	// Reference is the rule's first reference: ECS has one URL here.
 	Reference string `json:"reference,omitempty"`
@@ -176,6 +183,12 @@ type ECSUserTarget struct {
 	Name string `json:"name"`
 }
 
+// ECSGroup is group.*: the IAM group the call acted on, as Elastic's
+// pipeline maps requestParameters.groupName.
+type ECSGroup struct {
+	Name string `json:"name"`
+}
+
 // ECSSource is source.*. Address is sourceIPAddress verbatim; IP is set
 // only when it parses as an IP address, because CloudTrail puts a service
 // name there ("ec2.amazonaws.com", "AWS Internal") for calls made by AWS.
@@ -222,9 +235,13 @@ type ECSQuarantineWatch struct {
 	// (matcher.Shape.String()).
 	InputShape string   `json:"input_shape"`
 	Source     ECSInput `json:"source"`
-	// Policy is the policy attached. It is here and not under aws.* so
-	// that it never collides with a field Elastic's integration may add.
+	// Policy is the policy the call attached, detached or put. It is here
+	// and not under aws.* so that it never collides with a field
+	// Elastic's integration may add.
 	Policy *ECSPolicy `json:"policy,omitempty"`
+	// Target is the IAM identity the call acted on, whatever its kind:
+	// ECS has user.target and group but no field for a role.
+	Target *ECSTarget `json:"target,omitempty"`
 	// Notes tells a responder what to look at first (matcher.Rule.Notes).
 	Notes string `json:"notes,omitempty"`
 }
@@ -236,6 +253,13 @@ type ECSInput struct {
 	Partition int32  `json:"partition"`
 	Offset    int64  `json:"offset"`
 	Index     int    `json:"index"`
+}
+
+// ECSTarget is quarantine_watch.target.*: matcher.Event.TargetKind
+// ("user", "role" or "group") and TargetName.
+type ECSTarget struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
 }
 
 // ECSPolicy is quarantine_watch.policy.*: the managed policy's ARN, or
@@ -263,7 +287,7 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 
 	a := &ECSAlert{
 		Timestamp: created,
-		Message:   summary(e),
+		Message:   describe(e).Message,
 		ECS:       ECSVersionField{Version: ECSVersion},
 		Event: ECSEvent{
 			Kind:      "alert",
@@ -282,6 +306,7 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 		Rule: ECSRule{
 			ID:          r.ID,
 			Name:        r.Name,
+			Version:     r.Version,
 			Description: r.Description,
 			Ruleset:     r.Ruleset,
 		},
@@ -311,6 +336,13 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 		a.Rule.Reference = r.References[0]
 	}
 	a.Threat = ecsThreat(r)
+	a.Event.Category, a.Event.Type = ecsCategorization(e.EventName)
+	if e.TargetKind == matcher.TargetGroup && e.TargetName != "" {
+		a.Group = &ECSGroup{Name: e.TargetName}
+	}
+	if e.TargetKind != "" && e.TargetName != "" {
+		a.QuarantineWatch.Target = &ECSTarget{Kind: e.TargetKind, Name: e.TargetName}
+	}
 	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
 		a.Cloud.Account = &ECSCloudAccount{ID: acct}
 	}
@@ -402,54 +434,22 @@ func requestParameters(p []byte) string {
 	return buf.String()
 }
 
-// summary is the one-line message, e.g. "AWS attached
-// AWSCompromisedKeyQuarantineV2 to IAM user test-user in account
-// 123456789012 (AttachUserPolicy)". Every part comes from the record,
-// which anyone able to write to the input topic controls, so control
-// characters are replaced to keep it one line.
-func summary(e *matcher.Event) string {
-	var b strings.Builder
-	b.WriteString(actor(e))
-	if e.Outcome == "failure" {
-		b.WriteString(" failed to attach ")
-	} else {
-		b.WriteString(" attached ")
+// ecsCategorization is event.category and event.type for a call, as
+// Elastic's CloudTrail pipeline sets them (its "Add ECS categorization"
+// table in packages/aws/data_stream/cloudtrail/elasticsearch/ingest_pipeline/
+// default.yml, and its expected output for AttachRolePolicy, which the
+// table does not list: ["iam"], ["change"]). DetachRolePolicy, which
+// neither shows, is taken to be what AttachRolePolicy is. A call the
+// pipeline does not categorize gets what it gets there: no category and
+// type ["info"].
+func ecsCategorization(eventName string) (category, typ []string) {
+	switch eventName {
+	case "AttachUserPolicy", "DetachUserPolicy", "PutUserPolicy", "DeleteUserPolicy":
+		return []string{"iam"}, []string{"user", "change"}
+	case "AttachGroupPolicy", "DetachGroupPolicy", "PutGroupPolicy", "DeleteGroupPolicy":
+		return []string{"iam"}, []string{"group", "change"}
+	case "AttachRolePolicy", "DetachRolePolicy":
+		return []string{"iam"}, []string{"change"}
 	}
-	b.WriteString(policyLabel(e))
-	b.WriteString(" to IAM user ")
-	b.WriteString(cmp.Or(targetUser(e), "(unknown)"))
-	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
-		b.WriteString(" in account ")
-		b.WriteString(acct)
-	}
-	b.WriteString(" (")
-	b.WriteString(cmp.Or(e.EventName, "unknown action"))
-	if e.Outcome == "failure" {
-		b.WriteString(": ")
-		b.WriteString(cmp.Or(e.ErrorCode, e.ErrorMessage))
-	}
-	b.WriteString(")")
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
-			return ' '
-		}
-		return r
-	}, b.String())
-}
-
-// actor names the caller: "AWS" when the user agent is the one AWS uses
-// for its own calls (the quarantine is applied this way), else the
-// caller's ARN or at least its identity type.
-func actor(e *matcher.Event) string {
-	if e.UserAgent == "AWS Internal" || strings.HasPrefix(e.UserAgent, "aws-internal/") {
-		return "AWS"
-	}
-	return cmp.Or(e.UserIdentity.ARN, e.UserIdentity.Type, "an unknown caller")
-}
-
-// policyLabel is the policy's name: the last part of its ARN, or the
-// inline policy's name.
-func policyLabel(e *matcher.Event) string {
-	name := e.PolicyARN[strings.LastIndexByte(e.PolicyARN, '/')+1:]
-	return cmp.Or(name, e.PolicyName, "a policy")
+	return nil, []string{"info"}
 }

@@ -130,7 +130,8 @@ type OCSFDetectionFinding struct {
 	Status     string `json:"status"`    // "New"
 	// Time is the detection time.
 	Time int64 `json:"time"`
-	// Message is the same one-line summary as the ECS message.
+	// Message is the same one-line summary as the ECS message (see
+	// description).
 	Message string `json:"message"`
 	// RiskScore is the rule's risk score (73 for the quarantine rule).
 	RiskScore   int              `json:"risk_score"`
@@ -169,9 +170,14 @@ type OCSFProduct struct {
 type OCSFFindingInfo struct {
 	// UID is EventAlertID, also the Kafka record key and the ECS
 	// quarantine_watch.alert_id.
-	UID   string `json:"uid"`
-	Title string `json:"title"` // the rule's name
-	Desc  string `json:"desc,omitempty"`
+	UID string `json:"uid"`
+	// Title says what happened: the call, the policy and the identity it
+	// acted on, e.g. "AWSCompromisedKeyQuarantineV2 detached from IAM
+	// role web-app"; the rule's name is in analytic.name.
+	Title string `json:"title"`
+	// Desc is Title with who, where, the event name and its error: the
+	// message, with the error message as well as the code.
+	Desc string `json:"desc,omitempty"`
 	// Types is the ATT&CK tactic's name, when the rule has one.
 	Types    []string     `json:"types,omitempty"`
 	Analytic OCSFAnalytic `json:"analytic"`
@@ -190,10 +196,14 @@ type OCSFFindingInfo struct {
 
 // OCSFAnalytic is finding_info.analytic.*: the rule.
 type OCSFAnalytic struct {
-	UID    string `json:"uid"`
-	Name   string `json:"name"`
-	TypeID int    `json:"type_id"` // 1 Rule
-	Type   string `json:"type"`    // "Rule"
+	UID  string `json:"uid"`
+	Name string `json:"name"`
+	// Desc is what the rule looks for (matcher.Rule.Description).
+	Desc string `json:"desc,omitempty"`
+	// Version is matcher.Rule.Version.
+	Version string `json:"version,omitempty"`
+	TypeID  int    `json:"type_id"` // 1 Rule
+	Type    string `json:"type"`    // "Rule"
 }
 
 // OCSFAttack is one finding_info.attacks[] entry (the OCSF attack object):
@@ -362,6 +372,7 @@ func NewOCSFDetectionFinding(f matcher.Finding, src Source, detected time.Time) 
 	r, e := f.Rule, &f.Event
 	alertID := EventAlertID(r.ID, e)
 	now := detected.UnixMilli()
+	what := describe(e)
 
 	d := &OCSFDetectionFinding{
 		ActivityID:   ocsfActivityCreate,
@@ -377,7 +388,7 @@ func NewOCSFDetectionFinding(f matcher.Finding, src Source, detected time.Time) 
 		StatusID:     ocsfStatusNew,
 		Status:       "New",
 		Time:         now,
-		Message:      summary(e),
+		Message:      what.Message,
 		RiskScore:    r.RiskScore,
 		Metadata: OCSFMetadata{
 			Version:      OCSFVersion,
@@ -387,10 +398,13 @@ func NewOCSFDetectionFinding(f matcher.Finding, src Source, detected time.Time) 
 			OriginalTime: e.EventTime,
 		},
 		FindingInfo: OCSFFindingInfo{
-			UID:         alertID,
-			Title:       r.Name,
-			Desc:        r.Description,
-			Analytic:    OCSFAnalytic{UID: r.ID, Name: r.Name, TypeID: ocsfAnalyticRule, Type: "Rule"},
+			UID:   alertID,
+			Title: what.Title,
+			Desc:  what.Desc,
+			Analytic: OCSFAnalytic{
+				UID: r.ID, Name: r.Name, Desc: r.Description, Version: r.Version,
+				TypeID: ocsfAnalyticRule, Type: "Rule",
+			},
 			DataSources: []string{ocsfDataSource},
 			CreatedTime: now,
 		},
@@ -517,19 +531,30 @@ func ocsfEvidence(e *matcher.Event) *OCSFEvidence {
 	return &ev
 }
 
-// ocsfResources are the IAM user and the policy: a managed policy by its
-// ARN, an inline one (the pre-2020 PutUserPolicy mechanism) by its name.
+// ocsfResources are the IAM identity the call acted on and the policy: a
+// managed policy by its ARN, an inline one (the pre-2020 PutUserPolicy
+// mechanism) by its name. Types are AWS resource types.
 func ocsfResources(e *matcher.Event) []OCSFResource {
 	var rs []OCSFResource
-	if u := targetUser(e); u != "" {
-		rs = append(rs, OCSFResource{Type: ocsfResourceUser, Name: u})
+	identity, inline := ocsfResourceTypes[e.TargetKind], ocsfResourceUserPolicy
+	if e.TargetName != "" && identity.identity != "" {
+		rs = append(rs, OCSFResource{Type: identity.identity, Name: e.TargetName})
+		inline = identity.inline
 	}
 	switch {
 	case e.PolicyARN != "":
 		name := e.PolicyARN[strings.LastIndexByte(e.PolicyARN, '/')+1:]
 		rs = append(rs, OCSFResource{Type: ocsfResourcePolicy, UID: e.PolicyARN, Name: cmp.Or(e.PolicyName, name)})
 	case e.PolicyName != "":
-		rs = append(rs, OCSFResource{Type: ocsfResourceUserPolicy, Name: e.PolicyName})
+		rs = append(rs, OCSFResource{Type: inline, Name: e.PolicyName})
 	}
 	return rs
+}
+
+// ocsfResourceTypes are the AWS resource types of an IAM identity, by
+// matcher.Event.TargetKind, and of an inline policy on it.
+var ocsfResourceTypes = map[string]struct{ identity, inline string }{
+	matcher.TargetUser:  {ocsfResourceUser, ocsfResourceUserPolicy},
+	matcher.TargetRole:  {"AWS::IAM::Role", "AWS::IAM::RolePolicy"},
+	matcher.TargetGroup: {"AWS::IAM::Group", "AWS::IAM::GroupPolicy"},
 }

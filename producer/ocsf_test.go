@@ -103,7 +103,9 @@ func TestOCSFDocument(t *testing.T) {
 				"metadata.uid":                          "f013ee106138a6679ea2239fd7d4df0c2c2598ee04faabd009259725bfcbd0fd",
 				"metadata.original_time":                "2023-11-21T23:23:52Z",
 				"finding_info.uid":                      "f013ee106138a6679ea2239fd7d4df0c2c2598ee04faabd009259725bfcbd0fd",
-				"finding_info.title":                    "AWS IAM CompromisedKeyQuarantine Policy Attached to User",
+				"finding_info.title":                    "AWSCompromisedKeyQuarantineV2 attached to IAM user test-user",
+				"finding_info.desc":                     "AWS attached AWSCompromisedKeyQuarantineV2 to IAM user test-user in account 123456789012 (AttachUserPolicy)",
+				"finding_info.analytic.version":         "2026/04/10",
 				"finding_info.types":                    []string{"Credential Access", "Initial Access"},
 				"finding_info.analytic.uid":             ruleID,
 				"finding_info.analytic.name":            "AWS IAM CompromisedKeyQuarantine Policy Attached to User",
@@ -175,7 +177,7 @@ func TestOCSFDocument(t *testing.T) {
 			name:    "legacy inline quarantine policy",
 			finding: sampleFinding(t, legacySample, matcher.ShapeRecord),
 			want: map[string]any{
-				"message":                               "AWS attached AWSExposedCredentialPolicy_DO_NOT_REMOVE to IAM user compromised_user in account 123456789012 (PutUserPolicy)",
+				"message":                               "AWS put inline policy AWSExposedCredentialPolicy_DO_NOT_REMOVE on IAM user compromised_user in account 123456789012 (PutUserPolicy)",
 				"finding_info.first_seen_time":          1586499728000,
 				"finding_info.related_events.0.uid":     "1c2a53d1-58cc-41b3-85b8-bd7565370e0d",
 				"metadata.original_time":                "2020-04-10T06:22:08Z",
@@ -254,7 +256,7 @@ func TestOCSFDocument(t *testing.T) {
 			want: map[string]any{
 				"evidences.0.api.response.error":         "TrailNotFoundException",
 				"evidences.0.api.response.error_message": "Unknown trail: myTrail2 for the user: 123456789012",
-				"message":                                "arn:aws:iam::123456789012:user/Alice failed to attach a policy to IAM user (unknown) in account 123456789012 (UpdateTrail: TrailNotFoundException)",
+				"message":                                "arn:aws:iam::123456789012:user/Alice failed to call UpdateTrail in account 123456789012 (UpdateTrail: TrailNotFoundException)",
 				"unmapped.quarantine_watch.source.index": 2,
 			},
 			absent: []string{"resources", "evidences.0.user"},
@@ -337,9 +339,9 @@ func TestOCSFDocument(t *testing.T) {
 			finding: with(v2, func(f *matcher.Finding) {
 				f.Rule = &matcher.Rule{ID: "r2", Name: "Other rule", Severity: "low", RiskScore: 21}
 			}),
-			want: map[string]any{"severity_id": 2, "severity": "Low", "finding_info.analytic.uid": "r2", "finding_info.title": "Other rule"},
+			want: map[string]any{"severity_id": 2, "severity": "Low", "finding_info.analytic.uid": "r2", "finding_info.analytic.name": "Other rule", "finding_info.title": "AWSCompromisedKeyQuarantineV2 attached to IAM user test-user"},
 			absent: []string{
-				"finding_info.attacks", "finding_info.types", "finding_info.desc", "remediation",
+				"finding_info.attacks", "finding_info.types", "finding_info.analytic.desc", "finding_info.analytic.version", "remediation",
 			},
 		},
 		{
@@ -392,8 +394,8 @@ func TestOCSFDocument(t *testing.T) {
 					t.Errorf("raw_data is not Original verbatim:\n%v\n%s", got, e.Original)
 				}
 			}
-			if got, _ := ocsfLookup(doc, "finding_info.desc"); r.Description != "" && got != r.Description {
-				t.Errorf("finding_info.desc = %v", got)
+			if got, _ := ocsfLookup(doc, "finding_info.analytic.desc"); r.Description != "" && got != r.Description {
+				t.Errorf("finding_info.analytic.desc = %v", got)
 			}
 			if got, _ := ocsfLookup(doc, "remediation.desc"); r.Notes != "" && got != r.Notes {
 				t.Errorf("remediation.desc = %v", got)
@@ -411,7 +413,7 @@ func TestOCSFDocument(t *testing.T) {
 			}
 
 			if tt.exhaustive {
-				checked := []string{"raw_data", "finding_info.desc", "remediation.desc", "metadata.product.version"}
+				checked := []string{"raw_data", "finding_info.analytic.desc", "remediation.desc", "metadata.product.version"}
 				for _, path := range ocsfLeaves(doc) {
 					if _, ok := tt.want[path]; !ok && !slices.Contains(checked, path) {
 						t.Errorf("field %s is not checked by this test", path)
@@ -620,7 +622,7 @@ func TestOCSFSchemaRejectsTypos(t *testing.T) {
 		{"attack without technique or tactic", func(d map[string]any) {
 			obj(d, "finding_info")["attacks"] = []any{map[string]any{"version": "v14"}}
 		}},
-		{"resource type outside the set", func(d map[string]any) { obj(d, "resources.0")["type"] = "AWS::IAM::Role" }},
+		{"resource type outside the set", func(d map[string]any) { obj(d, "resources.0")["type"] = "AWS::IAM::AccessKey" }},
 		{"unmapped source offset misspelt", func(d map[string]any) { obj(d, "unmapped.quarantine_watch.source")["ofset"] = 1 }},
 		{"missing finding_info", func(d map[string]any) { delete(d, "finding_info") }},
 		{"unknown unmapped group", func(d map[string]any) { obj(d, "unmapped")["cloudtrial"] = map[string]any{"x": "y"} }},
