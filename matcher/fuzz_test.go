@@ -32,6 +32,10 @@ func FuzzMatcher(f *testing.F) {
 	for _, c := range companionCases(f) {
 		f.Add(c.value)
 	}
+	// One input per decoder leniency in prefilter.go's inventory.
+	for _, c := range leniencyCases(f) {
+		f.Add(c.value)
+	}
 	// The default rule alone (its own prefilter), and every rule. Limits
 	// are small so that a mutated gzip bomb costs milliseconds, not seconds.
 	limits := Config{MaxValueBytes: 256 << 10, MaxDecodedBytes: 1 << 20}

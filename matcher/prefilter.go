@@ -36,9 +36,62 @@ import "bytes"
 // Compressed payloads hide everything, so they are never prefiltered as they
 // are: a value that is gzip, or base64 of gzip, is decompressed first and
 // the prefilter runs on the result. Base64 of gzip always starts with "H4sI"
-// (the gzip magic 1f 8b 08). JSON holding one (the awslogs wrapper) holds it
-// in a decoded string, so by the same argument as for the marker (H, 4, s
-// and I are in S) its bytes contain "H4sI" literally or a suspect escape.
+// (the gzip magic 1f 8b 08), provided the base64 decoder reads the first
+// four characters of its input as the first three bytes. JSON holding one
+// (the awslogs wrapper) holds it in a decoded string, so by the same
+// argument as for the marker (H, 4, s and I are in S) its bytes contain
+// "H4sI" literally or a suspect escape.
+//
+// The argument holds only if every decoder accepts no more than it
+// assumes. The inventory of what each decoder tolerates, and the decision
+// for each (refused: a dead letter when the value is decoded; covered: the
+// argument holds as it is). FuzzMatcher has one seed per line
+// (leniencyCases), and its reference evaluator decodes strictly from the
+// formats' definitions, so a leniency that is neither shows as a
+// disagreement.
+//
+// base64 (RFC 4648), encoding/base64 through Scanner.gunzipBase64:
+//   - CR and LF anywhere (Go's decoder skips them): refused. With them
+//     "H4\nsI..." decodes to gzip without "H4sI" in the text, the hole
+//     this inventory was made for.
+//   - other whitespace, the URL-safe alphabet, any other byte: refused by
+//     Go's decoder.
+//   - missing or misplaced padding, data after padding: refused by Go's
+//     decoder.
+//   - non-zero pad bits (section 3.5): refused (Strict).
+//   - JSON whitespace around base64 that is the whole value: covered (it
+//     is trimmed before the "H4sI" test, and the value is then decoded
+//     whatever it holds).
+//   - an escaped solidus (\/) in awslogs.data: covered (it is a '/' of the
+//     decoded string, and a short escape builds no letter of S).
+//
+// gzip (RFC 1952), klauspost/compress/gzip through Scanner.gunzip:
+//   - several members: covered; they inflate to one text, which the
+//     prefilter then reads whole (RFC 1952 allows them).
+//   - bytes after the last member, trailing zeros: refused (the reader
+//     takes them for a header that is not one).
+//   - reserved flag bits: refused by the reader (RFC 1952 requires it).
+//   - FEXTRA, FNAME, FCOMMENT, FHCRC: covered; they are skipped, never
+//     inflated. A name or comment over 511 bytes is refused.
+//   - a bad CRC-32 or ISIZE, a truncated member: refused.
+//
+// JSON (RFC 8259), the indexer (jsontext.go) and the string decoder:
+//   - a byte order mark: refused (not JSON whitespace).
+//   - whitespace around a document: covered (it is outside every string).
+//   - two documents in one text: refused.
+//   - invalid UTF-8: refused (ErrBadEncoding) before any decoding, so a
+//     decoded string is what its bytes and escapes say.
+//   - escapes other than the eight short ones and \uXXXX: refused.
+//   - lone or mismatched surrogate escapes: covered; they decode to U+FFFD,
+//     which is not in S.
+//   - duplicate keys: the last one wins, everywhere (the argument is about
+//     bytes, so it holds whichever member is read).
+//   - raw control bytes in strings: refused.
+//
+// Shapes: the awslogs wrapper spelled exactly as AWS writes it, with data of
+// base64 characters alone, skips the JSON decode (canonicalAWSLogs); the
+// data it takes is what the decoder would decode, and both reach the same
+// evalAWSLogs, so the fast path cannot take a branch the decoder would not.
 var (
 	marker     = []byte("AWSCompromisedKeyQuarantine")
 	escapeU    = []byte(`\u`)

@@ -2,9 +2,10 @@ package matcher
 
 import (
 	"bytes"
-	"compress/gzip"
-	"encoding/base64"
+	"compress/flate"
+	"encoding/binary"
 	"encoding/json"
+	"hash/crc32"
 	"io"
 	"strings"
 	"unicode/utf8"
@@ -18,20 +19,23 @@ type refFinding struct {
 }
 
 // reference is the obviously correct evaluator the fast path is checked
-// against: it decodes everything with encoding/json, uses no prefilter and
-// shares no code with the matcher. It reports the findings and whether any
-// part of the value was malformed.
+// against. It shares no code, table or assumption with the matcher: it
+// sniffs the value by itself, decodes base64 (RFC 4648) and the gzip
+// framing (RFC 1952) with its own strict code written from those
+// documents (DEFLATE with compress/flate, JSON with encoding/json), uses no
+// prefilter, and evaluates every rule from its own logic. It reports the
+// findings and whether any part of the value was malformed.
 func reference(value []byte, rules []*Rule, maxValue, maxDecoded int) (found []refFinding, malformed bool) {
 	if len(value) > maxValue {
 		return nil, true
 	}
 	text := value
-	if bytes.HasPrefix(value, []byte{0x1f, 0x8b}) {
+	if len(value) >= 2 && value[0] == 0x1f && value[1] == 0x8b {
 		var ok bool
 		if text, ok = refGunzip(value, maxDecoded); !ok {
 			return nil, true
 		}
-	} else if t := bytes.Trim(value, " \t\r\n"); bytes.HasPrefix(t, []byte("H4sI")) {
+	} else if t := refTrimJSONSpace(value); len(t) >= 4 && string(t[:4]) == "H4sI" {
 		var ok bool
 		if text, ok = refGunzipBase64(t, maxDecoded); !ok {
 			return nil, true
@@ -103,6 +107,8 @@ func reference(value []byte, rules []*Rule, maxValue, maxDecoded int) (found []r
 			record(r, i)
 		}
 	case has("awslogs"):
+		// The wrapper holds base64 of gzip of a CloudWatch Logs payload,
+		// and only its log events are evaluated.
 		wrapper, _ := top["awslogs"].(map[string]any)
 		data, ok := wrapper["data"].(string)
 		if !ok {
@@ -142,6 +148,14 @@ func reference(value []byte, rules []*Rule, maxValue, maxDecoded int) (found []r
 	return found, bad
 }
 
+// refTrimJSONSpace trims the four whitespace characters of RFC 8259.
+func refTrimJSONSpace(b []byte) []byte {
+	return bytes.Trim(b, " \t\r\n")
+}
+
+// refParse decodes JSON text (RFC 8259) that must also be UTF-8 (section
+// 8.1; encoding/json would replace invalid bytes instead of refusing).
+// A byte order mark is refused, as section 8.1 allows.
 func refParse(b []byte) (any, bool) {
 	if !utf8.Valid(b) {
 		return nil, false
@@ -153,29 +167,120 @@ func refParse(b []byte) (any, bool) {
 	return v, true
 }
 
-func refGunzip(b []byte, limit int) ([]byte, bool) {
-	// RFC 1952: a decoder must refuse a header with reserved flag bits set;
-	// compress/gzip does not check them.
-	if len(b) >= 4 && b[3]&0xe0 != 0 {
+// refBase64 decodes base64 as RFC 4648 section 4 defines it, strictly:
+// only the 64 characters of the alphabet and the padding, in quanta of
+// four, padding only at the end, and zero pad bits (section 3.5); no line
+// breaks or other characters (section 3.3).
+func refBase64(s []byte) ([]byte, bool) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	if len(s)%4 != 0 {
 		return nil, false
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return nil, false
-	}
-	out, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
-	if err != nil || len(out) > limit {
-		return nil, false
+	var out []byte
+	for q := 0; q < len(s); q += 4 {
+		last := q+4 == len(s)
+		var v [4]int
+		pad := 0
+		for k := range 4 {
+			c := s[q+k]
+			switch {
+			case c == '=' && last && k >= 2:
+				pad++
+				v[k] = 0
+			case c == '=' || pad > 0:
+				return nil, false // padding inside, or a character after it
+			default:
+				v[k] = strings.IndexByte(alphabet, c)
+				if v[k] < 0 {
+					return nil, false
+				}
+			}
+		}
+		n := v[0]<<18 | v[1]<<12 | v[2]<<6 | v[3]
+		switch pad {
+		case 0:
+			out = append(out, byte(n>>16), byte(n>>8), byte(n))
+		case 1:
+			if n&0xff != 0 {
+				return nil, false
+			}
+			out = append(out, byte(n>>16), byte(n>>8))
+		case 2:
+			if n&0xffff != 0 {
+				return nil, false
+			}
+			out = append(out, byte(n>>16))
+		}
 	}
 	return out, true
 }
 
 func refGunzipBase64(b []byte, limit int) ([]byte, bool) {
-	raw, err := base64.StdEncoding.DecodeString(string(b))
-	if err != nil {
+	raw, ok := refBase64(b)
+	if !ok {
 		return nil, false
 	}
 	return refGunzip(raw, limit)
+}
+
+// refGunzip decodes a gzip file as RFC 1952 section 2 defines it: one or
+// more members, each a header (ID1 ID2, CM 8, no reserved flag bit, the
+// optional fields its flags announce, the header CRC checked when
+// present), DEFLATE data and a trailer whose CRC-32 and ISIZE match; no
+// byte after the last member. File names and comments are limited to 511
+// bytes, as Go's gzip readers limit them (AWS writes neither).
+func refGunzip(b []byte, limit int) ([]byte, bool) {
+	var out []byte
+	members := 0
+	for ; len(b) > 0; members++ {
+		if len(b) < 10 || b[0] != 0x1f || b[1] != 0x8b || b[2] != 8 || b[3]&0xe0 != 0 {
+			return nil, false
+		}
+		flg := b[3]
+		i := 10
+		if flg&0x04 != 0 { // FEXTRA
+			if i+2 > len(b) {
+				return nil, false
+			}
+			i += 2 + int(binary.LittleEndian.Uint16(b[i:]))
+		}
+		for _, bit := range []byte{0x08, 0x10} { // FNAME, FCOMMENT
+			if flg&bit == 0 {
+				continue
+			}
+			if i > len(b) {
+				return nil, false
+			}
+			z := bytes.IndexByte(b[i:], 0)
+			if z < 0 || z > 511 {
+				return nil, false
+			}
+			i += z + 1
+		}
+		if flg&0x02 != 0 { // FHCRC
+			if i+2 > len(b) || binary.LittleEndian.Uint16(b[i:]) != uint16(crc32.ChecksumIEEE(b[:i])) {
+				return nil, false
+			}
+			i += 2
+		}
+		if i > len(b) {
+			return nil, false
+		}
+		// compress/flate reads a bytes.Reader (an io.ByteReader) no
+		// further than the end of the DEFLATE data.
+		rest := bytes.NewReader(b[i:])
+		member, err := io.ReadAll(io.LimitReader(flate.NewReader(rest), int64(limit-len(out))+1))
+		if err != nil || len(out)+len(member) > limit {
+			return nil, false
+		}
+		b = b[len(b)-rest.Len():]
+		if len(b) < 8 || binary.LittleEndian.Uint32(b) != crc32.ChecksumIEEE(member) || binary.LittleEndian.Uint32(b[4:]) != uint32(len(member)) {
+			return nil, false
+		}
+		b = b[8:]
+		out = append(out, member...)
+	}
+	return out, members > 0
 }
 
 // refContains is Elastic's stringContains over the flattened request

@@ -55,9 +55,6 @@ func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
 const gzipMagic = "\x1f\x8b"
 
 func (s *Scanner) match(value []byte, res *Result) {
-	// wantLogEvents is set when the payload came out of an awslogs wrapper,
-	// which holds nothing but a CloudWatch Logs payload.
-	wantLogEvents := false
 	if len(value) > s.m.maxValueBytes {
 		res.fail(inputError(ErrTooLarge, -1, -1, "value is %d bytes, limit %d", len(value), s.m.maxValueBytes))
 		return
@@ -78,26 +75,32 @@ func (s *Scanner) match(value []byte, res *Result) {
 			return
 		}
 		text = trimSpace(inflated)
-	case canonicalAWSLogs(text) != nil:
-		// The awslogs wrapper as AWS writes it: its data is taken without
-		// a JSON decode, and the payload is prefiltered like any other.
-		res.Shape = ShapeCloudWatchLogs
-		inflated, err := s.gunzipBase64(canonicalAWSLogs(text))
-		if err != nil {
-			res.fail(err)
+	default:
+		if data := canonicalAWSLogs(text); data != nil {
+			// The awslogs wrapper as AWS writes it: its data is taken
+			// without a JSON decode, then handled exactly as the decoder's
+			// branch for the wrapper handles it (evalAWSLogs).
+			s.evalAWSLogs(data, res)
 			return
 		}
-		text = trimSpace(inflated)
-		wantLogEvents = true
 	}
-	if len(text) == 0 || text[0] != '{' || text[len(text)-1] != '}' {
-		res.fail(inputError(ErrMalformedJSON, -1, -1, "not a whole JSON object: %s", describeEnds(text)))
+	if err := framing(text); err != nil {
+		res.fail(err)
 		return
 	}
 	if s.skip(text) {
 		return
 	}
-	s.decodeValue(text, res, wantLogEvents)
+	s.decodeValue(text, res)
+}
+
+// framing is the check every value gets, screened or not: a whole JSON
+// object, which tells a truncated or foreign value from a record.
+func framing(text []byte) *InputError {
+	if len(text) == 0 || text[0] != '{' || text[len(text)-1] != '}' {
+		return inputError(ErrMalformedJSON, -1, -1, "not a whole JSON object: %s", describeEnds(text))
+	}
+	return nil
 }
 
 // skip applies the prefilter, unless every value is to be validated.
@@ -110,7 +113,7 @@ func (s *Scanner) skip(text []byte) bool {
 }
 
 // decodeValue validates JSON text and evaluates every event in it.
-func (s *Scanner) decodeValue(text []byte, res *Result, wantLogEvents bool) {
+func (s *Scanner) decodeValue(text []byte, res *Result) {
 	top, err := s.validate(text, -1)
 	if err != nil {
 		res.fail(err)
@@ -121,10 +124,6 @@ func (s *Scanner) decodeValue(text []byte, res *Result, wantLogEvents bool) {
 			res.fail(inputError(ErrDecoderPanic, -1, -1, "%v", p))
 		}
 	}()
-	if wantLogEvents && !top.has("logEvents") {
-		res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a CloudWatch Logs payload"))
-		return
-	}
 	s.dispatch(text, top, res)
 }
 
@@ -144,31 +143,13 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 			s.evalRecord(r, i, res)
 		}
 	case top.has("awslogs"):
-		res.Shape = ShapeCloudWatchLogs
 		data, ok := top.object("awslogs").str("data")
 		if !ok {
+			res.Shape = ShapeCloudWatchLogs
 			res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a string"))
 			return
 		}
-		inflated, err := s.gunzipBase64(unsafeBytes(data))
-		if err != nil {
-			res.fail(err)
-			return
-		}
-		inner := trimSpace(inflated)
-		if s.skip(inner) {
-			return
-		}
-		payload, err := s.validate(inner, -1)
-		if err != nil {
-			res.fail(err)
-			return
-		}
-		if !payload.has("logEvents") {
-			res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a CloudWatch Logs payload"))
-			return
-		}
-		s.evalLogEvents(payload, res)
+		s.evalAWSLogs(unsafeBytes(data), res)
 	case top.has("logEvents"):
 		res.Shape = ShapeCloudWatchLogs
 		s.evalLogEvents(top, res)
@@ -197,6 +178,37 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 	default:
 		res.fail(inputError(ErrUnknownShape, -1, -1, "no Records, awslogs, logEvents, detail, eventName, event.action or message key"))
 	}
+}
+
+// evalAWSLogs evaluates the data of an awslogs wrapper, base64 of gzip of a
+// CloudWatch Logs payload and nothing else. Both ways to the wrapper (the
+// canonical spelling and the decoder's branch) come here, so that they
+// cannot take different branches on the same payload.
+func (s *Scanner) evalAWSLogs(data []byte, res *Result) {
+	res.Shape = ShapeCloudWatchLogs
+	inflated, err := s.gunzipBase64(data)
+	if err != nil {
+		res.fail(err)
+		return
+	}
+	inner := trimSpace(inflated)
+	if err := framing(inner); err != nil {
+		res.fail(err)
+		return
+	}
+	if s.skip(inner) {
+		return
+	}
+	payload, err := s.validate(inner, -1)
+	if err != nil {
+		res.fail(err)
+		return
+	}
+	if !payload.has("logEvents") {
+		res.fail(inputError(ErrUnknownShape, -1, -1, "awslogs.data is not a CloudWatch Logs payload"))
+		return
+	}
+	s.evalLogEvents(payload, res)
 }
 
 func (s *Scanner) evalLogEvents(payload fields, res *Result) {
@@ -294,7 +306,16 @@ func firstInvalidUTF8(b []byte) int {
 	return -1
 }
 
+// gunzipBase64 decodes base64 as RFC 4648 defines it, strictly: the
+// standard alphabet, padding, zero pad bits and no other byte. Go's decoder
+// skips CR and LF anywhere, which the prefilter's argument does not cover
+// (it needs "H4sI" literally); AWS writes neither, so they are refused.
 func (s *Scanner) gunzipBase64(text []byte) ([]byte, *InputError) {
+	for _, c := range []byte{'\n', '\r'} {
+		if i := bytes.IndexByte(text, c); i >= 0 {
+			return nil, inputError(ErrBadCompression, -1, -1, "base64: line break at byte %d", i)
+		}
+	}
 	n := base64.StdEncoding.DecodedLen(len(text))
 	if n > s.m.maxDecodedBytes {
 		return nil, inputError(ErrTooLarge, -1, -1, "base64 payload of %d bytes, limit %d", len(text), s.m.maxDecodedBytes)
@@ -302,12 +323,15 @@ func (s *Scanner) gunzipBase64(text []byte) ([]byte, *InputError) {
 	if cap(s.b64) < n {
 		s.b64 = make([]byte, n)
 	}
-	n, err := base64.StdEncoding.Decode(s.b64[:n], text)
+	n, err := strictBase64.Decode(s.b64[:n], text)
 	if err != nil {
 		return nil, inputError(ErrBadCompression, -1, -1, "base64: %v", err)
 	}
 	return s.gunzip(s.b64[:n])
 }
+
+// strictBase64 refuses non-zero pad bits (RFC 4648 section 3.5).
+var strictBase64 = base64.StdEncoding.Strict()
 
 // gunzip inflates into the Scanner's buffer, which is valid until the next call.
 func (s *Scanner) gunzip(b []byte) ([]byte, *InputError) {
@@ -359,22 +383,27 @@ var (
 )
 
 // canonicalAWSLogs returns the data of an awslogs wrapper written exactly as
-// {"awslogs":{"data":"<base64>"}}, or nil. Base64 has no character JSON
-// must escape, so for such text the full decoder would yield the same data;
-// any other spelling (spaces, more keys, escapes) takes the full decoder.
-// Other characters that are not base64 fail the base64 decode, as they
-// would after a full decode (found by FuzzMatcher: CR and LF do not).
+// {"awslogs":{"data":"<base64>"}}, or nil. Data of base64 characters alone
+// is what the decoder would read from such text, character for character;
+// any other spelling (spaces, more keys, escapes, other bytes) takes the
+// decoder, which reaches the same evalAWSLogs.
 func canonicalAWSLogs(text []byte) []byte {
 	if len(text) < len(awslogsPrefix)+len(awslogsSuffix) || !bytes.HasPrefix(text, awslogsPrefix) || !bytes.HasSuffix(text, awslogsSuffix) {
 		return nil
 	}
 	data := text[len(awslogsPrefix) : len(text)-len(awslogsSuffix)]
-	// An escape or a quote needs the full decoder; a raw CR or LF is
-	// invalid JSON, yet base64 decoding would skip it.
-	for _, c := range []byte{'\\', '"', '\r', '\n'} {
-		if bytes.IndexByte(data, c) >= 0 {
+	for _, c := range data {
+		if !base64Char[c] {
 			return nil
 		}
 	}
 	return data
 }
+
+// base64Char marks the standard base64 alphabet and its padding.
+var base64Char = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") {
+		t[c] = true
+	}
+	return t
+}()
