@@ -106,8 +106,9 @@ func (OCSF) Encode(f matcher.Finding, src Source, detected time.Time) ([]byte, e
 // finding. Optional fields are omitted rather than sent empty. Times are
 // epoch milliseconds (OCSF timestamp_t).
 //
-// Detection Finding has no actor, src_endpoint, api or http_request of its
-// own in 1.3.0: the caller, where it called from and the API call are in
+// Detection Finding has no src_endpoint or http_request of its own in
+// 1.3.0, and actor and api only through the host and cloud profiles: the
+// caller, where it called from and the API call are kept together in
 // evidences[0], as OCSF's own mappings of AWS findings put them. The
 // caller's user agent has no place in a 1.3.0 Detection Finding and is in
 // unmapped.cloudtrail.userAgent. ATT&CK is in finding_info.attacks; the
