@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -432,13 +433,30 @@ func ecsValueProblems(def ecsField, v any) []string {
 			if len(def.Allowed) > 0 && !slices.Contains(def.Allowed, s) {
 				ps = append(ps, fmt.Sprintf("%q is not an allowed value %v", s, def.Allowed))
 			}
-			if def.Pattern != "" && !regexp.MustCompile(def.Pattern).MatchString(s) {
+			if def.Pattern != "" && !compiled(def.Pattern).MatchString(s) {
 				ps = append(ps, fmt.Sprintf("%q does not match %s", s, def.Pattern))
 			}
 		}
 	}
 	return ps
 }
+
+// compiled caches the definitions' patterns: the corpus checks thousands
+// of values against a few dozen of them.
+var compiled = func() func(string) *regexp.Regexp {
+	var mu sync.Mutex
+	cache := map[string]*regexp.Regexp{}
+	return func(pattern string) *regexp.Regexp {
+		mu.Lock()
+		defer mu.Unlock()
+		re, ok := cache[pattern]
+		if !ok {
+			re = regexp.MustCompile(pattern)
+			cache[pattern] = re
+		}
+		return re
+	}
+}()
 
 func ecsScalarProblem(typ string, x any) string {
 	str, isStr := x.(string)
@@ -683,7 +701,7 @@ func (c *ocsfChecker) scalarProblem(typ string, x any) string {
 		}
 		str, isStr := x.(string)
 		num, isNum := x.(json.Number)
-		if def.Regex != "" && (!isStr || !regexp.MustCompile(def.Regex).MatchString(str)) {
+		if def.Regex != "" && (!isStr || !compiled(def.Regex).MatchString(str)) {
 			return fmt.Sprintf("%v does not match %s's pattern", x, t)
 		}
 		if def.MaxLen > 0 && isStr && utf8.RuneCountInString(str) > def.MaxLen {
