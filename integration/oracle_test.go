@@ -201,7 +201,7 @@ type generated struct {
 }
 
 // generate makes n records. Under rules "all" every companion rule's
-// findings are expected too (see ruleOfKind).
+// findings are expected too (see cloudtrailgen.Kind.RuleKey).
 func generate(gen *cloudtrailgen.Generator, n int) generated {
 	g := generated{values: make([][]byte, n), truth: make([]cloudtrailgen.Record, n)}
 	for i := range n {
@@ -211,17 +211,13 @@ func generate(gen *cloudtrailgen.Generator, n int) generated {
 	return g
 }
 
-// ruleOfKind is the rule that reports an event of each kind when every rule
-// is enabled (as matcher/generated_test.go checks): the Elastic rule for
-// the generator's positives, a companion rule for four kinds of near miss.
-var ruleOfKind = map[cloudtrailgen.Kind]*matcher.Rule{
-	cloudtrailgen.Quarantine:                  matcher.ElasticQuarantineRule,
-	cloudtrailgen.EmptyErrorCode:              matcher.ElasticQuarantineRule,
-	cloudtrailgen.EscapedQuarantine:           matcher.ElasticQuarantineRule,
-	cloudtrailgen.FailedQuarantineAttach:      matcher.QuarantineAttachFailedRule,
-	cloudtrailgen.QuarantineDetach:            matcher.QuarantineDetachedRule,
-	cloudtrailgen.QuarantineRoleOrGroupAttach: matcher.QuarantineRoleOrGroupRule,
-	cloudtrailgen.LegacyInlineQuarantine:      matcher.LegacyInlineQuarantineRule,
+// ruleByKey is the shipped rule of a key.
+func ruleByKey(key string) *matcher.Rule {
+	rules, err := matcher.ParseRules(key)
+	if err != nil {
+		panic(err)
+	}
+	return rules[0]
 }
 
 // add records what the written batch must produce: every positive's alert
@@ -232,7 +228,8 @@ func (e *expected) add(rs []*kgo.Record, g generated, allRules bool) {
 	for i, r := range g.truth {
 		if allRules {
 			for _, ev := range r.Events {
-				if rule := ruleOfKind[ev.Kind]; rule != nil {
+				if key := ev.Kind.RuleKey(); key != "" {
+					rule := ruleByKey(key)
 					e.alerts[producer.AlertID(rule.ID, ev.EventID)] = rule.Key + " " + ev.EventID
 				}
 			}

@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"strings"
 	"unsafe"
-
-	gojson "github.com/goccy/go-json"
 )
 
 // fields is a JSON object indexed one level deep: its members' raw key and
 // value bytes, found by the indexer. Keys are matched exactly (CloudTrail's
-// keys are case-sensitive, where struct decoding in encoding/json and
-// goccy/go-json would fold case) and the last of duplicate keys wins, as in
-// a decoded map. Only text the indexer has validated is ever indexed.
+// keys are case-sensitive, where struct decoding in encoding/json would fold
+// case) and the last of duplicate keys wins, as in a decoded map. Only text the indexer has validated is ever indexed.
 type fields struct {
 	b       []byte
 	members []member
@@ -104,19 +101,14 @@ func (a *memberArena) array(raw []byte) ([][]byte, bool) {
 	return out, true
 }
 
-// key returns member m's key, decoded by goccy/go-json if it is escaped. An
-// unescaped key views the text without a copy: callers compare it and never
-// keep it.
+// key returns member m's key, decoded if it is escaped. An unescaped key
+// views the text without a copy: callers compare it and never keep it.
 func (f fields) key(m *member) (string, bool) {
 	raw := f.b[m.key.start:m.key.end]
 	if !m.escaped {
 		return unsafeString(raw[1 : len(raw)-1]), true
 	}
-	var s string
-	if gojson.Unmarshal(raw, &s) != nil {
-		return "", false
-	}
-	return s, true
+	return string(appendUnquoted(nil, raw)), true
 }
 
 // raw returns the value of key, or nil when it is absent.
@@ -141,7 +133,7 @@ func (f fields) str(key string) (string, bool) {
 	return jsonString(f.raw(key))
 }
 
-// jsonString decodes a raw JSON string; goccy/go-json decodes escapes.
+// jsonString decodes a raw JSON string of validated text.
 func jsonString(raw []byte) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
@@ -150,25 +142,20 @@ func jsonString(raw []byte) (string, bool) {
 	if bytes.IndexByte(inner, '\\') < 0 {
 		return string(inner), true
 	}
-	var s string
-	if err := gojson.Unmarshal(raw, &s); err != nil {
-		return "", false
-	}
-	return s, true
+	return string(appendUnquoted(nil, raw)), true
 }
 
-// strIs reports whether the field is the string want, without allocating
-// when it holds no escape.
-func (f fields) strIs(key, want string) bool {
-	raw := f.raw(key)
+// stringView returns the contents of a raw JSON string of validated text:
+// a view of the text when it holds no escape, else the string decoded into
+// buf[:0]. ok is false when raw is not a string.
+func stringView(raw, buf []byte) (s []byte, ok bool) {
 	if len(raw) < 2 || raw[0] != '"' {
-		return false
+		return nil, false
 	}
 	if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) == want
+		return inner, true
 	}
-	s, _ := jsonString(raw)
-	return s == want
+	return appendUnquoted(buf[:0], raw), true
 }
 
 func (f fields) string(key string) string {
@@ -196,21 +183,25 @@ type record struct {
 	f   fields
 }
 
-func (r *record) eventNameIs(name string) bool { return r.f.strIs("eventName", name) }
-
 func (r *record) failed() bool { return r.f.present("errorCode") || r.f.present("errorMessage") }
 
-// requestParametersContain reports whether any key or string value of the
-// request parameters contains s. Elastic flattens them into one
-// "{key=value, ...}" string; a marker without '=', ',', ' ', '{', '}', '['
-// or ']' can only occur there inside one key or one value, so the two tests
-// agree.
-func (r *record) requestParametersContain(s []byte) bool {
-	raw := r.f.raw("requestParameters")
-	if !bytes.Contains(raw, s) && !hasSuspectEscape(raw) {
-		return false // by the prefilter's argument, no decoded string holds s
+// markersIn returns the set of markers (bit i: m.markers[i]) that a key or
+// string value of the request parameters raw contains, at any depth. Elastic
+// flattens them into one "{key=value, ...}" string; a marker has none of
+// the characters that flattening puts between keys and values
+// (checkMarker), so it occurs there only inside one key or one value, and
+// the two tests agree.
+func (s *Scanner) markersIn(raw []byte) uint64 {
+	var found uint64
+	for i, mk := range s.m.markers {
+		if !bytes.Contains(raw, mk) && !s.m.prefilter.hasSuspectEscape(raw) {
+			continue // by the prefilter's argument, no decoded string holds it
+		}
+		if s.arena.containsDeep(raw, mk) {
+			found |= 1 << i
+		}
 	}
-	return r.f.arena.containsDeep(raw, s)
+	return found
 }
 
 // containsDeep reports whether a key or string value of the validated JSON
@@ -237,14 +228,14 @@ func (a *memberArena) containsDeep(raw, s []byte) bool {
 }
 
 // stringContains reports whether the quoted JSON string raw contains s once
-// decoded; only a string with an escape is decoded, by goccy/go-json.
+// decoded; only a string with an escape is decoded.
 func stringContains(raw, s []byte) bool {
 	inner := raw[1 : len(raw)-1]
 	if bytes.IndexByte(inner, '\\') < 0 {
 		return bytes.Contains(inner, s)
 	}
-	str, ok := jsonString(raw)
-	return ok && strings.Contains(str, string(s))
+	var buf [128]byte
+	return bytes.Contains(appendUnquoted(buf[:0], raw), s)
 }
 
 // ecsDoc holds the fields of an ECS document that rules read.
@@ -390,18 +381,19 @@ func (c *stringCopier) copy(raw []byte) string {
 		return ""
 	}
 	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') >= 0 {
-		s, _ := jsonString(raw) // goccy/go-json decodes the escapes
-		return s
-	}
 	if len(inner) == 0 {
 		return ""
 	}
+	// A decoded string is never longer than its escaped text.
 	if cap(c.block)-len(c.block) < len(inner) {
 		c.block = make([]byte, 0, max(512, len(inner)))
 	}
 	start := len(c.block)
-	c.block = append(c.block, inner...)
+	if bytes.IndexByte(inner, '\\') >= 0 {
+		c.block = appendUnquoted(c.block, raw)
+	} else {
+		c.block = append(c.block, inner...)
+	}
 	return unsafeString(c.block[start:len(c.block):len(c.block)])
 }
 

@@ -19,9 +19,6 @@ var (
 	ErrBadCompression = errors.New("bad compression")
 	// ErrUnknownShape: valid JSON in none of the shapes CloudTrail is delivered in.
 	ErrUnknownShape = errors.New("unknown shape")
-	// ErrDecoderPanic: the JSON decoder panicked on the value (goccy/go-json
-	// has open crash bugs on malformed input); the panic was recovered.
-	ErrDecoderPanic = errors.New("decoder panic")
 	// ErrInternal: the matcher itself panicked on the value, a bug; the
 	// panic was recovered so the value can be set aside and looked at.
 	ErrInternal = errors.New("internal error")
@@ -33,7 +30,6 @@ var errorClasses = map[error]string{
 	ErrBadEncoding:    "bad_encoding",
 	ErrBadCompression: "bad_compression",
 	ErrUnknownShape:   "unknown_shape",
-	ErrDecoderPanic:   "decoder_panic",
 	ErrInternal:       "internal_error",
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/bits"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // maxDepth is encoding/json's nesting limit, so that this validator and the
@@ -22,9 +24,9 @@ type member struct {
 
 // indexer validates JSON text as encoding/json.Valid does (RFC 8259, at most
 // maxDepth levels; UTF-8 is checked apart) and, in the same pass, records the
-// members of the top-level object or array. goccy/go-json only ever sees
-// text this has accepted, which keeps its crash bugs on malformed input out
-// of reach, and the matcher reads keys without decoding whole objects.
+// members of the top-level object or array. The rest of the package only
+// ever reads text this has accepted (indexValid, appendUnquoted trust it),
+// and reads keys without decoding whole objects.
 type indexer struct {
 	b       []byte
 	i       int
@@ -409,3 +411,44 @@ func skipValue(b []byte, i int) int {
 	}
 	return i
 }
+
+// appendUnquoted appends the decoded contents of raw, a JSON string (quotes
+// included) that the indexer has accepted, to dst. A surrogate escape that
+// is not half of a pair decodes to U+FFFD, as in encoding/json
+// (FuzzUnquote holds it to encoding/json).
+func appendUnquoted(dst, raw []byte) []byte {
+	s := raw[1 : len(raw)-1]
+	for {
+		j := bytes.IndexByte(s, '\\')
+		if j < 0 {
+			return append(dst, s...)
+		}
+		dst = append(dst, s[:j]...)
+		s = s[j:]
+		c := s[1]
+		if c != 'u' {
+			dst = append(dst, shortEscape[c])
+			s = s[2:]
+			continue
+		}
+		r, _ := hex4(s[2:6])
+		s = s[6:]
+		if utf16.IsSurrogate(r) {
+			r2 := rune(-1)
+			if len(s) >= 6 && s[0] == '\\' && s[1] == 'u' {
+				r2, _ = hex4(s[2:6])
+			}
+			if p := utf16.DecodeRune(r, r2); p != utf8.RuneError {
+				r = p
+				s = s[6:]
+			} else {
+				r = utf8.RuneError
+			}
+		}
+		dst = utf8.AppendRune(dst, r)
+	}
+}
+
+// shortEscape maps the byte after a backslash to what it stands for, for
+// the seven escapes other than \u.
+var shortEscape = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}

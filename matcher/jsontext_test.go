@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestIndexerAgreesWithEncodingJSON(t *testing.T) {
@@ -109,4 +110,67 @@ func FuzzIndexValid(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzUnquote holds appendUnquoted to encoding/json on every string the
+// indexer accepts.
+func FuzzUnquote(f *testing.F) {
+	for _, s := range []string{`"a\u0041\"\\\/\b\f\n\r\t"`, `"\ud800\u0041"`, `"\udc00"`, `"\ud83d\ude00"`, `"\ud800\udbff\udc00"`, `"\ud800"`, `"\ud800\n"`, `"é\u00e9"`} {
+		f.Add([]byte(s))
+	}
+	var x indexer
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, kind, errAt := x.index(b); errAt >= 0 || kind != '"' {
+			return
+		}
+		raw := trimSpace(b)
+		var want string
+		if err := json.Unmarshal(raw, &want); err != nil {
+			t.Fatalf("%q: encoding/json: %v", raw, err)
+		}
+		if got := appendUnquoted(nil, raw); string(got) != want && utf8.ValidString(want) {
+			t.Fatalf("%q: decoded %q, encoding/json %q", raw, got, want)
+		}
+	})
+}
+
+// unquoteInputs are strings as CloudTrail escapes them: a user agent with
+// '&' and '=', a policy document with quotes, a name with accents, and an
+// escaped marker.
+var unquoteInputs = [][]byte{
+	[]byte(`"aws-sdk-go-v2/1.21.0 os/linux lang/go#1.21.1 md/GOOS#linux api/iam#1.22.5 ft/s3-transfer \u0026 m/E\u003d"`),
+	[]byte(`"{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Deny\",\"Action\":[\"iam:AttachUserPolicy\",\"iam:CreateAccessKey\",\"ec2:RunInstances\"],\"Resource\":\"*\"}]}"`),
+	[]byte(`"Jos\u00e9 Garc\u00eda"`),
+	[]byte(`"arn:aws:iam::aws:policy/AWSCompromisedKey\u0051uarantineV2"`),
+}
+
+// BenchmarkUnquote decodes JSON strings with escapes, the only decoding the
+// matcher does: with appendUnquoted and with encoding/json, side by side.
+func BenchmarkUnquote(b *testing.B) {
+	n := 0
+	for _, in := range unquoteInputs {
+		n += len(in)
+	}
+	var dst []byte
+	for _, c := range []struct {
+		name string
+		fn   func(raw []byte) int
+	}{
+		{"appendUnquoted", func(raw []byte) int { dst = appendUnquoted(dst[:0], raw); return len(dst) }},
+		{"encoding-json", func(raw []byte) int {
+			var s string
+			json.Unmarshal(raw, &s)
+			return len(s)
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, in := range unquoteInputs {
+					c.fn(in)
+				}
+			}
+		})
+	}
 }

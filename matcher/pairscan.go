@@ -1,9 +1,10 @@
 package matcher
 
 // pairSet is up to four byte pairs searched in one pass. Each prefilter
-// search is anchored on a pair that is rare in CloudTrail text: "Qu" of the
-// marker, `\u` of an escape, "H4" of base64 gzip, "_D" of the legacy policy
-// name. Unused slots repeat a used pair.
+// search is anchored on a pair that is rare in CloudTrail text: `\u` of an
+// escape, "H4" of base64 gzip, and one per marker ("Qu" of the quarantine
+// policies, "_D" of the legacy policy name). Unused slots repeat a used
+// pair; more pairs take more sets (prefilter.groups).
 type pairSet struct {
 	first, second [4]byte
 }

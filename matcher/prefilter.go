@@ -1,25 +1,32 @@
 package matcher
 
-import "bytes"
+import (
+	"bytes"
+	"slices"
+)
 
 // The prefilter decides, without decoding, whether JSON text can hold an
 // event that a rule matches. It may pass a record that does not match; it
-// must never reject one that does. Every rule requires the marker below in
-// a decoded string (a key or a value), at any level of nesting: a record
+// must never reject one that does. Every rule requires one of its markers
+// (Match.Markers) in a decoded string (a key or a value), at any level of
+// nesting: a record
 // can be carried as a string inside another document (the Agent "message",
 // CloudWatch logEvents[].message), which is JSON text escaped once more.
 //
 // Claim: if the bytes B (1) do not contain the marker literally, and (2)
 // every occurrence of `\u` in B, wherever it starts, is followed by four hex
-// digits naming a code point outside S (the letters of every rule's marker
-// and of "H4sI", the backslash, 'u' and the hex digits), then no string
-// decoded from B, nor from JSON text inside such a string, contains the
-// marker. (Each rule has a marker; the argument holds for each.)
+// digits naming a code point outside S (the bytes of every enabled rule's
+// markers and of "H4sI", the backslash, 'u' and the hex digits: New derives
+// S from the rules), then no string decoded from B, nor from JSON text
+// inside such a string, contains the marker. (The argument holds for each
+// marker; New refuses a marker it cannot hold for: one with a byte outside
+// printable ASCII, whose escape would not be in S, or with a byte JSON can
+// write as a short escape, which would not be literal; see checkMarker.)
 //
 // Proof, for one level of decoding D of B; induction carries it down:
 //   - Every character of D is a literal byte of B, the result of a short
 //     escape (\" \\ \/ \b \f \n \r \t), or a \uXXXX escape, which by (2) is
-//     outside S. The marker's letters are in S and are not short escapes, so
+//     outside S. The marker's bytes are in S and are not short escapes, so
 //     each of them in D is a literal byte of B, and consecutive ones are
 //     consecutive bytes. The marker in D would be the marker in B: (1) holds
 //     for D.
@@ -93,27 +100,23 @@ import "bytes"
 // data it takes is what the decoder would decode, and both reach the same
 // evalAWSLogs, so the fast path cannot take a branch the decoder would not.
 var (
-	marker     = []byte("AWSCompromisedKeyQuarantine")
 	escapeU    = []byte(`\u`)
 	base64Gzip = []byte("H4sI")
 )
 
-// suspect is the set S of the claim above: the code points whose \u escape
-// could spell the marker or "H4sI", or help build one at a deeper level.
-var suspect = func() (s [128]bool) {
-	for _, c := range []byte(string(marker) + string(legacyMarker) + string(base64Gzip) + `\u0123456789abcdefABCDEF`) {
-		s[c] = true
-	}
-	return s
-}()
-
-// prefilter searches the markers of the enabled rules.
+// prefilter searches the markers of the enabled rules. Everything in it is
+// derived from the markers by newPrefilter.
 type prefilter struct {
 	markers []markerSearch
-	// pairs anchors every search (the markers, `\u`, "H4sI") for indexPair.
-	pairs pairSet
+	// groups anchor every search (`\u`, "H4" and one pair per marker) for
+	// indexPair, four to a group: one pass over the text per group.
+	groups []pairSet
+	// suspect is the set S of the argument above.
+	suspect [128]bool
 }
 
+// newPrefilter derives the prefilter of a set of markers, which
+// checkMarker has accepted.
 func newPrefilter(markers [][]byte) prefilter {
 	var p prefilter
 	for _, m := range markers {
@@ -124,36 +127,50 @@ func newPrefilter(markers [][]byte) prefilter {
 		if !dup {
 			p.markers = append(p.markers, newMarkerSearch(m))
 		}
+		for _, c := range m {
+			p.suspect[c] = true
+		}
+	}
+	for _, c := range []byte(string(base64Gzip) + `\u0123456789abcdefABCDEF`) {
+		p.suspect[c] = true
 	}
 	anchors := [][2]byte{{'\\', 'u'}, {'H', '4'}}
 	for _, ms := range p.markers {
-		anchors = append(anchors, [2]byte{ms.marker[ms.before], ms.marker[ms.before+1]})
+		a := [2]byte{ms.marker[ms.before], ms.marker[ms.before+1]}
+		if !slices.Contains(anchors, a) {
+			anchors = append(anchors, a)
+		}
 	}
-	if len(anchors) > len(p.pairs.first) {
-		panic("matcher: more prefilter anchors than pair slots")
-	}
-	for k := range p.pairs.first {
-		a := anchors[min(k, len(anchors)-1)]
-		p.pairs.first[k], p.pairs.second[k] = a[0], a[1]
+	for len(anchors) > 0 {
+		var g pairSet
+		n := min(len(anchors), len(g.first))
+		for k := range g.first {
+			a := anchors[min(k, n-1)] // unused slots repeat a pair
+			g.first[k], g.second[k] = a[0], a[1]
+		}
+		p.groups = append(p.groups, g)
+		anchors = anchors[n:]
 	}
 	return p
 }
 
 // mayMatch reports whether the JSON text b can hold a matching event, or a
 // compressed payload that can: whether it contains a marker, a suspect
-// escape or "H4sI". See the soundness argument above. One pass finds every
-// anchor pair; each hit is checked in full.
+// escape or "H4sI". See the soundness argument above. One pass per group of
+// anchors finds every anchor pair; each hit is checked in full.
 func (p *prefilter) mayMatch(b []byte) bool {
-	for pos := 0; pos < len(b); {
-		i := indexPair(b[pos:], &p.pairs)
-		if i < 0 {
-			return false
+	for g := range p.groups {
+		for pos := 0; pos < len(b); {
+			i := indexPair(b[pos:], &p.groups[g])
+			if i < 0 {
+				break
+			}
+			i += pos
+			if p.matchesAt(b, i) {
+				return true
+			}
+			pos = i + 1
 		}
-		i += pos
-		if p.matchesAt(b, i) {
-			return true
-		}
-		pos = i + 1
 	}
 	return false
 }
@@ -162,7 +179,7 @@ func (p *prefilter) mayMatch(b []byte) bool {
 func (p *prefilter) matchesAt(b []byte, i int) bool {
 	switch {
 	case b[i] == '\\' && b[i+1] == 'u':
-		return suspectEscapeAt(b, i+2)
+		return p.suspectEscapeAt(b, i+2)
 	case b[i] == 'H' && b[i+1] == '4':
 		return bytes.HasPrefix(b[i:], base64Gzip)
 	}
@@ -184,12 +201,12 @@ func (p *prefilter) mayMatchSlow(b []byte) bool {
 			return true
 		}
 	}
-	return hasSuspectEscape(b) || bytes.Contains(b, base64Gzip)
+	return p.hasSuspectEscape(b) || bytes.Contains(b, base64Gzip)
 }
 
 // hasSuspectEscape reports whether some `\u` in b, wherever it starts, is
 // not followed by four hex digits naming a code point outside suspect.
-func hasSuspectEscape(b []byte) bool {
+func (p *prefilter) hasSuspectEscape(b []byte) bool {
 	i := bytes.IndexByte(b, '\\')
 	if i < 0 {
 		return false
@@ -200,7 +217,7 @@ func hasSuspectEscape(b []byte) bool {
 			return false
 		}
 		i += j + len(escapeU)
-		if suspectEscapeAt(b, i) {
+		if p.suspectEscapeAt(b, i) {
 			return true
 		}
 	}
@@ -208,12 +225,12 @@ func hasSuspectEscape(b []byte) bool {
 
 // suspectEscapeAt reports whether the four bytes at b[i:], after a `\u`,
 // are not hex digits naming a code point outside suspect.
-func suspectEscapeAt(b []byte, i int) bool {
+func (p *prefilter) suspectEscapeAt(b []byte, i int) bool {
 	if i+4 > len(b) {
 		return true
 	}
 	cp, ok := hex4(b[i : i+4])
-	return !ok || cp < 0x80 && suspect[cp]
+	return !ok || cp < 0x80 && p.suspect[cp]
 }
 
 func hex4(h []byte) (rune, bool) {

@@ -29,7 +29,7 @@ func TestMayMatch(t *testing.T) {
 		{"base64 of gzip", `{"awslogs":{"data":"H4sIAAAAAAAA"}}`, true},
 		{"base64 of gzip, escaped", `{"awslogs":{"data":"\u00484sIAAAAAAAA"}}`, true},
 	} {
-		p := newPrefilter([][]byte{marker})
+		p := newPrefilter([][]byte{[]byte(quarantineMarker)})
 		if got := p.mayMatchSlow([]byte(c.text)); got != c.want {
 			t.Errorf("%s: mayMatchSlow(%s) = %v, want %v", c.name, c.text, got, c.want)
 		}
@@ -45,14 +45,20 @@ func FuzzPrefilter(f *testing.F) {
 	for _, s := range []string{
 		`{"p":"AWSCompromisedKeyQuarantineV2"}`, `x\u0051`, `\u003d`, `H4sI`, `QuQuQu\\\\H4H4`, `AWSCompromisedKeyQuarantin`,
 		`\u00`, `AWSExposedCredentialPolicy_DO_NOT_REMOVE`, strings.Repeat("a", 31) + "AWSCompromisedKeyQuarantine",
+		"xZeroTrustBoundary-Jx", `\u005aeroTrustQuarantine-Jx`, strings.Repeat("d", 40) + "Q-Jx",
 		strings.Repeat("b", 63) + `\u0041`, strings.Repeat("c", 30) + "H4sI",
 	} {
 		f.Add([]byte(s))
 	}
-	one := newPrefilter([][]byte{marker})
-	all := newPrefilter([][]byte{marker, legacyMarker})
+	one := newPrefilter([][]byte{[]byte(quarantineMarker)})
+	all := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker)})
+	// Three markers need two groups of anchors, two passes.
+	three := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker), []byte("ZeroTrustBoundary-Jx")})
+	if len(three.groups) != 2 {
+		f.Fatalf("three markers: %d groups of anchors, want 2", len(three.groups))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, p := range []*prefilter{&one, &all} {
+		for _, p := range []*prefilter{&one, &all, &three} {
 			if got, want := p.mayMatch(b), p.mayMatchSlow(b); got != want {
 				t.Fatalf("mayMatch(%q) = %v, the searches one by one say %v", b, got, want)
 			}
@@ -63,11 +69,12 @@ func FuzzPrefilter(f *testing.F) {
 // TestIndexPairAgainstScalar puts each pair at every position of buffers of
 // every length around the 32-byte blocks, including the last byte.
 func TestIndexPairAgainstScalar(t *testing.T) {
-	p := newPrefilter([][]byte{marker, legacyMarker})
+	p := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker)})
+	pairs := &p.groups[0]
 	scalar := func(b []byte) int {
 		for i := 0; i+1 < len(b); i++ {
-			for k := range p.pairs.first {
-				if b[i] == p.pairs.first[k] && b[i+1] == p.pairs.second[k] {
+			for k := range pairs.first {
+				if b[i] == pairs.first[k] && b[i+1] == pairs.second[k] {
 					return i
 				}
 			}
@@ -76,22 +83,22 @@ func TestIndexPairAgainstScalar(t *testing.T) {
 	}
 	for n := 0; n <= 130; n++ {
 		b := bytes.Repeat([]byte{'.'}, n)
-		if got := indexPair(b, &p.pairs); got != -1 {
+		if got := indexPair(b, pairs); got != -1 {
 			t.Fatalf("len %d: found %d in nothing", n, got)
 		}
-		for k := range p.pairs.first {
+		for k := range pairs.first {
 			for at := 0; at+1 < n; at++ {
 				c := bytes.Repeat([]byte{'.'}, n)
-				c[at], c[at+1] = p.pairs.first[k], p.pairs.second[k]
-				if got, want := indexPair(c, &p.pairs), scalar(c); got != want || got != at {
+				c[at], c[at+1] = pairs.first[k], pairs.second[k]
+				if got, want := indexPair(c, pairs), scalar(c); got != want || got != at {
 					t.Fatalf("len %d, pair %d at %d: indexPair %d, scalar %d", n, k, at, got, want)
 				}
 			}
 			// Half a pair on the last byte is no pair.
 			if n > 0 {
 				c := bytes.Repeat([]byte{'.'}, n)
-				c[n-1] = p.pairs.first[k]
-				if got := indexPair(c, &p.pairs); got != -1 {
+				c[n-1] = pairs.first[k]
+				if got := indexPair(c, pairs); got != -1 {
 					t.Fatalf("len %d: half pair at the end found at %d", n, got)
 				}
 			}
@@ -101,7 +108,7 @@ func TestIndexPairAgainstScalar(t *testing.T) {
 
 func BenchmarkPrefilter(b *testing.B) {
 	rec := []byte(`{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","principalId":"AROAQH3EXAMPLE:user","arn":"arn:aws:sts::123456789012:assumed-role/Admin/user","accountId":"123456789012","accessKeyId":"ASIAQHEXAMPLEKEY"},"eventTime":"2024-11-01T00:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64 HTTP/1.1","requestParameters":{"instancesSet":{},"filterSet":{"items":[{"name":"tag:Name","valueSet":{"items":[{"value":"web\u003dprod"}]}}]}},"responseElements":null,"requestID":"3f1c2f9e-7d3a-4c39-9d0b-2d1b2f0c9e11","eventID":"9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d","readOnly":true,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}`)
-	p := newPrefilter([][]byte{marker})
+	p := newPrefilter([][]byte{[]byte(quarantineMarker)})
 	for _, c := range []struct {
 		name string
 		fn   func([]byte) bool

@@ -327,6 +327,9 @@ func refRecordRule(ruleID string, rec map[string]any) bool {
 		return (name == "AttachRolePolicy" || name == "AttachGroupPolicy") && success && quarantine
 	case LegacyInlineQuarantineRule.ID:
 		return name == "PutUserPolicy" && success && refContains(rec["requestParameters"], "AWSExposedCredentialPolicy_DO_NOT_REMOVE")
+	case zeroTrustRule.ID:
+		return (name == "AttachUserPolicy" || name == "PutUserPolicy") && success &&
+			(refContains(rec["requestParameters"], "ZeroTrustBoundary-Jx") || refContains(rec["requestParameters"], "DenyAll-Zq"))
 	}
 	panic("reference: no logic for rule " + ruleID)
 }
@@ -353,6 +356,9 @@ func refECSRule(ruleID string, doc map[string]any) bool {
 		return cloudtrail && (action == "AttachRolePolicy" || action == "AttachGroupPolicy") && success && quarantine
 	case LegacyInlineQuarantineRule.ID:
 		return cloudtrail && action == "PutUserPolicy" && success && strings.Contains(params, "AWSExposedCredentialPolicy_DO_NOT_REMOVE")
+	case zeroTrustRule.ID:
+		return cloudtrail && (action == "AttachUserPolicy" || action == "PutUserPolicy") && success &&
+			(strings.Contains(params, "ZeroTrustBoundary-Jx") || strings.Contains(params, "DenyAll-Zq"))
 	}
 	panic("reference: no logic for rule " + ruleID)
 }

@@ -26,8 +26,10 @@ type ThreatMapping struct {
 	Techniques []Technique
 }
 
-// Rule is a detection rule: what it is called and how serious its findings
-// are. What it matches is decided by the matcher, from the rule's ID.
+// Rule is a detection rule, declared in one place: what it matches (Match)
+// and what its findings say (the other fields). New compiles the enabled
+// rules' Match once, into the prefilter and the predicates; nothing else in
+// the package knows a rule by its ID.
 type Rule struct {
 	ID string
 	// Key is the rule's short name in --rules.
@@ -47,7 +49,51 @@ type Rule struct {
 	Threats []ThreatMapping
 	// Notes tells a responder what to look at first.
 	Notes string
+	// Match is what the rule matches.
+	Match Match
 }
+
+// Match is what a rule matches, in the terms of Elastic's CloudTrail
+// mapping. It reads as the EQL query
+//
+//	any where event.dataset == "aws.cloudtrail" and event.action in (Actions)
+//	  and event.outcome == Outcome
+//	  and (stringContains(Field, Markers[0]) or stringContains(Field, Markers[1]) ...)
+//
+// evaluated on a CloudTrail record as Elastic's ingest pipeline maps it
+// (docs/rules.md), or on an ECS document as it is.
+type Match struct {
+	// Actions are the event names (CloudTrail eventName, ECS event.action)
+	// the rule accepts; case-sensitive.
+	Actions []string
+	// Outcome is OutcomeSuccess or OutcomeFailure, event.outcome as
+	// Elastic's pipeline sets it from errorCode and errorMessage.
+	Outcome string
+	// Field is where a marker must be. FieldRequestParameters is the one
+	// field New serves.
+	Field string
+	// Markers: Field must contain at least one of them, case-sensitive, once
+	// decoded. New refuses a marker the prefilter could not search soundly
+	// (see New).
+	Markers []string
+}
+
+// Values of Match.Outcome and Match.Field.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailure = "failure"
+	// FieldRequestParameters is aws.cloudtrail.request_parameters: on a
+	// CloudTrail record, any key or value of requestParameters at any depth
+	// (Elastic flattens the object into that one string).
+	FieldRequestParameters = "aws.cloudtrail.request_parameters"
+)
+
+// The markers of the rules below: the managed quarantine policies' names
+// (V1 to V4 share the prefix) and the inline policy AWS used before them.
+const (
+	quarantineMarker = "AWSCompromisedKeyQuarantine"
+	legacyMarker     = "AWSExposedCredentialPolicy_DO_NOT_REMOVE"
+)
 
 // ATT&CK entries the rules map.
 var (
@@ -96,6 +142,12 @@ var ElasticQuarantineRule = &Rule{
 	Notes: "AWS attached a quarantine policy because an access key of this user was exposed. " +
 		"Rotate and delete the key, review CloudTrail for its use since the exposure, and keep the policy " +
 		"attached until the AWS support case is closed.",
+	Match: Match{
+		Actions: []string{"AttachUserPolicy"},
+		Outcome: OutcomeSuccess,
+		Field:   FieldRequestParameters,
+		Markers: []string{quarantineMarker},
+	},
 }
 
 // The companion rules: the moments around a quarantine that the Elastic rule
@@ -124,6 +176,12 @@ var (
 		Threats: []ThreatMapping{credentialAccess},
 		Notes: "Deactivate the exposed access key now (aws iam update-access-key --status Inactive): nothing else " +
 			"restricts it. Then find what denied the attachment (errorCode, errorMessage) and review the key's use.",
+		Match: Match{
+			Actions: []string{"AttachUserPolicy"},
+			Outcome: OutcomeFailure,
+			Field:   FieldRequestParameters,
+			Markers: []string{quarantineMarker},
+		},
 	}
 
 	// QuarantineDetachedRule: a quarantine policy was removed from a user,
@@ -145,6 +203,12 @@ var (
 		Threats: []ThreatMapping{{Tactic: tacticDefenseEvasion, Techniques: []Technique{techniqueImpairDefenses}}},
 		Notes: "Confirm with the caller (userIdentity) that the exposed key was deleted and the support case closed; " +
 			"if not, re-attach the policy and treat the caller as suspect.",
+		Match: Match{
+			Actions: []string{"DetachUserPolicy", "DetachRolePolicy", "DetachGroupPolicy"},
+			Outcome: OutcomeSuccess,
+			Field:   FieldRequestParameters,
+			Markers: []string{quarantineMarker},
+		},
 	}
 
 	// QuarantineRoleOrGroupRule: a quarantine policy was attached to a role
@@ -166,6 +230,12 @@ var (
 		Threats: []ThreatMapping{credentialAccess},
 		Notes: "Find which credential was exposed (for a role, its sessions' access keys in CloudTrail) and revoke " +
 			"active sessions (AWSRevokeOlderSessions).",
+		Match: Match{
+			Actions: []string{"AttachRolePolicy", "AttachGroupPolicy"},
+			Outcome: OutcomeSuccess,
+			Field:   FieldRequestParameters,
+			Markers: []string{quarantineMarker},
+		},
 	}
 
 	// LegacyInlineQuarantineRule: the mechanism AWS used before managed
@@ -186,6 +256,12 @@ var (
 		Threats: []ThreatMapping{credentialAccess},
 		Notes: "Rotate and delete the user's access keys and review their use; leave the inline policy in place until " +
 			"the support case is closed.",
+		Match: Match{
+			Actions: []string{"PutUserPolicy"},
+			Outcome: OutcomeSuccess,
+			Field:   FieldRequestParameters,
+			Markers: []string{legacyMarker},
+		},
 	}
 )
 

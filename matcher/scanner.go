@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/klauspost/compress/gzip"
@@ -26,6 +27,8 @@ type Scanner struct {
 	// inside it, so its errors, if any, went unreported by design.
 	screened bool
 	arena    memberArena
+	// name holds a record's eventName when it has to be decoded.
+	name []byte
 	// Scanners of one Pool are allocated together and each writes its own
 	// state for every record: the pad keeps two of them off one cache line.
 	_ cpu.CacheLinePad
@@ -119,11 +122,6 @@ func (s *Scanner) decodeValue(text []byte, res *Result) {
 		res.fail(err)
 		return
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			res.fail(inputError(ErrDecoderPanic, -1, -1, "%v", p))
-		}
-	}()
 	s.dispatch(text, top, res)
 }
 
@@ -162,9 +160,9 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 	case top.object("event").has("action"):
 		res.Shape = ShapeECS
 		d := newECSDoc(text, top)
-		for _, r := range s.m.rules {
-			if ruleLogic(r).ecs(d) {
-				res.Findings = append(res.Findings, Finding{Rule: r, Event: ecsEvent(d), Shape: ShapeECS})
+		for i := range s.m.compiled {
+			if c := &s.m.compiled[i]; s.ecsMatches(c, d) {
+				res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: ecsEvent(d), Shape: ShapeECS})
 			}
 		}
 	case top.has("message"):
@@ -254,26 +252,60 @@ func (s *Scanner) evalRecord(raw []byte, index int, res *Result) {
 	s.evalFields(f, index, res)
 }
 
-// evalFields evaluates one indexed CloudTrail record.
+// evalFields evaluates one indexed CloudTrail record. What every rule reads
+// is computed once, when the first rule needs it: the event name, then the
+// outcome, then the markers in the request parameters.
 func (s *Scanner) evalFields(f fields, index int, res *Result) {
 	if f.b == nil {
 		res.fail(inputError(ErrUnknownShape, index, -1, "record is not a JSON object"))
 		return
 	}
 	r := &record{raw: f.b, f: f}
-	for _, rule := range s.m.rules {
-		if ruleLogic(rule).record(r) {
-			res.Findings = append(res.Findings, Finding{Rule: rule, Event: recordEvent(r), Shape: res.Shape, Index: index})
+	name, _ := stringView(f.raw("eventName"), s.name[:0])
+	var (
+		failed, found         = false, uint64(0)
+		haveFailed, haveFound = false, false
+	)
+	for i := range s.m.compiled {
+		c := &s.m.compiled[i]
+		if !c.wants(unsafeString(name)) {
+			continue
+		}
+		if !haveFailed {
+			failed, haveFailed = r.failed(), true
+		}
+		if failed != c.failure {
+			continue
+		}
+		if !haveFound {
+			found, haveFound = s.markersIn(f.raw("requestParameters")), true
+		}
+		if found&c.markers != 0 {
+			res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: recordEvent(r), Shape: res.Shape, Index: index})
 		}
 	}
 }
 
-// validate runs before goccy/go-json sees any input: the decoder has open
-// crash bugs on malformed JSON (goccy/go-json issues 575 and 604). The
-// indexer accepts what encoding/json.Valid accepts, nesting to 10,000 levels
-// (FuzzIndexer); encoding/json then says what is wrong, for the error only.
-// It returns the text's members when it is an object (fields.b is nil
-// otherwise), so the text is read once.
+// ecsMatches evaluates a rule on an ECS document as Elastic has mapped it.
+func (s *Scanner) ecsMatches(c *compiledRule, d *ecsDoc) bool {
+	if !d.isCloudTrail() || !c.wants(d.action) || (d.outcome == OutcomeFailure) != c.failure ||
+		d.outcome != OutcomeSuccess && d.outcome != OutcomeFailure {
+		return false
+	}
+	for i, mk := range s.m.markers {
+		if c.markers&(1<<i) != 0 && strings.Contains(d.requestParameters, unsafeString(mk)) {
+			return true
+		}
+	}
+	return false
+}
+
+// validate runs before anything reads the text: the indexer accepts what
+// encoding/json.Valid accepts, nesting to 10,000 levels (FuzzIndexer), and
+// nothing else ever decodes text it has not accepted; encoding/json then
+// says what is wrong, for the error only. It returns the text's members
+// when it is an object (fields.b is nil otherwise), so the text is read
+// once.
 func (s *Scanner) validate(text []byte, index int) (fields, *InputError) {
 	if !utf8.Valid(text) {
 		return fields{}, inputError(ErrBadEncoding, index, int64(firstInvalidUTF8(text)), "invalid UTF-8")

@@ -20,7 +20,6 @@ const (
 	ClassBadEncoding    = "bad_encoding"
 	ClassBadCompression = "bad_compression"
 	ClassUnknownShape   = "unknown_shape"
-	ClassDecoderPanic   = "decoder_panic"
 	ClassInternal       = "internal_error"
 	ClassUnknown        = "unknown"
 )
@@ -31,7 +30,6 @@ var knownClasses = map[string]bool{
 	ClassBadEncoding:    true,
 	ClassBadCompression: true,
 	ClassUnknownShape:   true,
-	ClassDecoderPanic:   true,
 	ClassInternal:       true,
 	ClassUnknown:        true,
 }

@@ -153,6 +153,26 @@ func (k Kind) Positive() bool {
 	return k == Quarantine || k == EmptyErrorCode || k == EscapedQuarantine
 }
 
+// RuleKey is the key (matcher.Rule.Key) of the rule that must report an
+// event of kind k when every shipped rule is enabled, or "" when none must.
+// It is the ground truth the generator makes each kind to, written here
+// beside the kinds rather than in each test that checks a matcher.
+func (k Kind) RuleKey() string {
+	switch k {
+	case Quarantine, EmptyErrorCode, EscapedQuarantine:
+		return "elastic"
+	case FailedQuarantineAttach:
+		return "attach-failed"
+	case QuarantineDetach:
+		return "detached"
+	case QuarantineRoleOrGroupAttach:
+		return "role-group-attached"
+	case LegacyInlineQuarantine:
+		return "legacy-inline"
+	}
+	return ""
+}
+
 // Defect is why a malformed record value is not valid input.
 type Defect uint8
 
