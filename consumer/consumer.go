@@ -114,6 +114,10 @@ type Config struct {
 	Metrics *telemetry.Metrics
 	// KafkaLogger receives franz-go's own logs; nil means none.
 	KafkaLogger *slog.Logger
+
+	// limits are the output topics' max.message.bytes, once Run has read
+	// them.
+	limits *outputLimits
 }
 
 // Stats counts what committed transactions carried. Counts only move when
@@ -191,6 +195,7 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = telemetry.New()
 	}
+	cfg.limits = newOutputLimits(cfg.AlertsTopic, cfg.DLQTopic)
 	return cfg, nil
 }
 
@@ -209,6 +214,11 @@ func (c *Config) withDefaults() (Config, error) {
 //     commits offsets inside each transaction.
 //   - RecordPartitioner(sticky key): alerts are keyed by alert id, so the
 //     copies of one alert land on one partition.
+//   - ProducerBatchMaxBytesFn: a batch to an output topic is at most that
+//     topic's max.message.bytes, read by Run before anything is produced
+//     (franz-go asks when it first produces to a partition); a batch the
+//     broker would refuse as too large aborts the transaction of every
+//     record in it.
 //   - WithHooks(kprom): franz-go's client metrics, in the service's registry.
 //   - OnPartitionsRevoked/Lost: forget the lag of partitions moved away.
 //   - WithLogger(kslog): franz-go's logs through the service's slog.
@@ -254,6 +264,9 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 	if cfg.TransactionTimeout > 0 {
 		opts = append(opts, kgo.TransactionTimeout(cfg.TransactionTimeout))
 	}
+	if cfg.limits != nil {
+		opts = append(opts, kgo.ProducerBatchMaxBytesFn(cfg.limits.batchMax))
+	}
 	if cfg.FetchMaxPartitionBytes > 0 {
 		opts = append(opts, kgo.FetchMaxPartitionBytes(cfg.FetchMaxPartitionBytes))
 	}
@@ -294,12 +307,16 @@ func Run(ctx context.Context, c Config) error {
 	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
 	defer stopReady()
 	startCtx, cancelStart := context.WithTimeout(ctx, cfg.StartupTimeout)
-	err = checkTopics(startCtx, kadm.NewClient(sess.Client()), &cfg)
+	adm := kadm.NewClient(sess.Client())
+	err = checkTopics(startCtx, adm, &cfg)
+	if err == nil {
+		err = cfg.limits.read(startCtx, adm, &cfg)
+	}
 	cancelStart()
 	if err != nil {
 		return err
 	}
-	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers)}
+	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers), limits: cfg.limits}
 	return l.run(ctx)
 }
 

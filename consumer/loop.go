@@ -14,9 +14,10 @@ import (
 )
 
 type loop struct {
-	cfg  *Config
-	sess *kgo.GroupTransactSession
-	pool *matcher.Pool
+	cfg    *Config
+	sess   *kgo.GroupTransactSession
+	pool   *matcher.Pool
+	limits *outputLimits
 
 	values  [][]byte
 	results []matcher.Result
@@ -26,6 +27,7 @@ type loop struct {
 
 	produceMu  sync.Mutex
 	produceErr error
+	rejected   []rejection // outputs the last flush refused
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -122,7 +124,6 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 	l.pool.Match(l.values, l.results)
 
 	detected := l.cfg.Now()
-	var findings, deadLetters int64
 	l.pendingFindings = l.pendingFindings[:0]
 	l.pendingClasses = l.pendingClasses[:0]
 	oldest := records[0].Timestamp
@@ -131,31 +132,39 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 		if r.Timestamp.Before(oldest) {
 			oldest = r.Timestamp
 		}
-		src := producer.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+		src := sourceOf(r)
 		for _, f := range res.Findings {
 			out, err := producer.EncodeRecord(l.cfg.Encoder, f, src, detected, l.cfg.AlertsTopic)
+			if err == nil {
+				out, err = producer.FitAlert(l.cfg.Encoder, out, int(l.limits.alerts.Load()))
+			}
 			if err != nil {
-				// An alert that cannot be encoded is a bug, not bad
-				// input; the record still goes where a person finds it.
+				// An alert too large for its topic even cut, or one
+				// that cannot be encoded (a bug, not bad input): the
+				// record goes where a person finds it.
 				res.Err = errors.Join(res.Err, err)
 				continue
 			}
-			l.sess.Produce(ctx, out, l.promise)
-			findings++
 			l.pendingFindings = append(l.pendingFindings, pendingFinding{rule: f.Rule.Key, at: r.Timestamp})
+			l.produce(ctx, output{rec: out, source: r, finding: len(l.pendingFindings) - 1})
 		}
 		if res.Err != nil {
-			l.sess.Produce(ctx, producer.DeadLetter(r.Value, r.Key, src, res.Err, l.cfg.DLQTopic), l.promise)
-			deadLetters++
+			dead := producer.DeadLetter(r.Value, r.Key, src, res.Err, l.cfg.DLQTopic, int(l.limits.dlq.Load()))
+			l.produce(ctx, output{rec: dead, source: r, finding: -1})
 			l.pendingClasses = append(l.pendingClasses, producer.Classify(res.Err))
 			l.cfg.Logger.Warn("dead letter", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", res.Err)
 		}
 	}
 
 	// End flushes too, but the produce results must be known before
-	// deciding whether to try a commit.
+	// deciding whether to try a commit, and a record the broker refused
+	// replaced.
 	if err := l.sess.Client().Flush(ctx); err != nil {
 		l.setProduceErr(fmt.Errorf("flushing: %w", err))
+	} else if refused := l.takeRejected(); len(refused) > 0 {
+		if err := l.settle(ctx, refused); err != nil {
+			l.setProduceErr(err)
+		}
 	}
 	produceErr := l.producedErr()
 	try := kgo.TryCommit
@@ -176,12 +185,18 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 		l.cfg.Logger.Info("transaction aborted; the batch will be read again", "records", n, "produce_err", produceErr)
 		return false, nil
 	}
+	var findings int64
+	for _, f := range l.pendingFindings {
+		if !f.dropped {
+			findings++
+		}
+	}
 	st := l.cfg.Stats
 	st.Committed.Add(1)
 	st.Records.Add(int64(n))
 	st.Bytes.Add(bytes)
 	st.Findings.Add(findings)
-	st.DeadLetters.Add(deadLetters)
+	st.DeadLetters.Add(int64(len(l.pendingClasses)))
 
 	now := time.Now()
 	m.Transactions.WithLabelValues("committed").Inc()
@@ -189,6 +204,9 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 	m.BytesConsumed.Add(float64(bytes))
 	m.CommitLatency.Observe(now.Sub(oldest).Seconds())
 	for _, f := range l.pendingFindings {
+		if f.dropped {
+			continue
+		}
 		m.Findings.WithLabelValues(f.rule).Inc()
 		m.DetectionLatency.Observe(now.Sub(f.at).Seconds())
 	}
@@ -202,12 +220,9 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 type pendingFinding struct {
 	rule string
 	at   time.Time // the source record's timestamp
-}
-
-func (l *loop) promise(_ *kgo.Record, err error) {
-	if err != nil {
-		l.setProduceErr(err)
-	}
+	// dropped: its alert was refused, and the source record is a dead
+	// letter instead (see settle).
+	dropped bool
 }
 
 // setProduceErr keeps the first produce error of a transaction; nil resets

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -37,7 +36,7 @@ func TestDeadLetterPreservesBytes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			value, key := bytes.Clone(tt.value), bytes.Clone(tt.key)
-			r := DeadLetter(value, key, src, errors.New("x"), "cloudtrail-dlq")
+			r := DeadLetter(value, key, src, errors.New("x"), "cloudtrail-dlq", DefaultMaxMessageBytes)
 			if r.Topic != "cloudtrail-dlq" {
 				t.Errorf("topic = %q", r.Topic)
 			}
@@ -63,7 +62,7 @@ func TestDeadLetterPreservesBytes(t *testing.T) {
 
 func TestDeadLetterHeaders(t *testing.T) {
 	cause := fmt.Errorf("consumer: decoding record: %w", classed{class: "malformed_json"})
-	r := DeadLetter([]byte("{"), nil, Source{Topic: "cloudtrail", Partition: 2147483647, Offset: 9007199254740993}, cause, "dlq")
+	r := DeadLetter([]byte("{"), nil, Source{Topic: "cloudtrail", Partition: 2147483647, Offset: 9007199254740993}, cause, "dlq", DefaultMaxMessageBytes)
 	want := []string{
 		"error=consumer: decoding record: classed malformed_json",
 		"error-class=malformed_json",
@@ -81,12 +80,12 @@ func TestDeadLetterHeaders(t *testing.T) {
 	}
 
 	long := errors.New(strings.Repeat("é", 2000))
-	r = DeadLetter(nil, nil, Source{}, long, "dlq")
+	r = DeadLetter(nil, nil, Source{}, long, "dlq", DefaultMaxMessageBytes)
 	if got := headerMap(r.Headers)["error"]; len(got) != maxErrorHeader || !strings.HasPrefix(long.Error(), got) {
 		t.Errorf("long error header has %d bytes, want the first %d", len(got), maxErrorHeader)
 	}
 
-	r = DeadLetter(nil, nil, Source{}, nil, "dlq")
+	r = DeadLetter(nil, nil, Source{}, nil, "dlq", DefaultMaxMessageBytes)
 	if h := headerMap(r.Headers); h["error"] != "unknown" || h["error-class"] != "unknown" {
 		t.Errorf("nil cause: headers = %v", h)
 	}
@@ -140,7 +139,7 @@ func TestClassify(t *testing.T) {
 			if got := Classify(tt.cause); got != tt.want {
 				t.Errorf("Classify(%v) = %q, want %q", tt.cause, got, tt.want)
 			}
-			if r := DeadLetter(nil, nil, Source{}, tt.cause, "dlq"); headerMap(r.Headers)["error-class"] != tt.want {
+			if r := DeadLetter(nil, nil, Source{}, tt.cause, "dlq", DefaultMaxMessageBytes); headerMap(r.Headers)["error-class"] != tt.want {
 				t.Errorf("error-class header = %q, want %q", headerMap(r.Headers)["error-class"], tt.want)
 			}
 		})
@@ -164,27 +163,4 @@ func allBytes() []byte {
 		b[i] = byte(i)
 	}
 	return b
-}
-
-func TestDeadLetterTruncatesHugeValues(t *testing.T) {
-	huge := bytes.Repeat([]byte("x"), MaxDeadLetterValue+100)
-	r := DeadLetter(huge, nil, Source{Topic: "cloudtrail", Partition: 1, Offset: 2}, errors.New("too large"), "dlq")
-	if len(r.Value) != MaxDeadLetterValue {
-		t.Errorf("value is %d bytes, want %d", len(r.Value), MaxDeadLetterValue)
-	}
-	var got string
-	for _, h := range r.Headers {
-		if h.Key == HeaderValueTruncated {
-			got = string(h.Value)
-		}
-	}
-	if got != strconv.Itoa(len(huge)) {
-		t.Errorf("%s header = %q, want %d", HeaderValueTruncated, got, len(huge))
-	}
-	small := DeadLetter([]byte("{"), nil, Source{}, errors.New("x"), "dlq")
-	for _, h := range small.Headers {
-		if h.Key == HeaderValueTruncated {
-			t.Error("a small value is marked truncated")
-		}
-	}
 }
