@@ -339,14 +339,15 @@ type outputReader struct {
 	done   chan struct{}
 	logf   func(string, ...any)
 
-	mu          sync.Mutex
-	alerts      map[string]int
-	dead        map[pos]int
-	deadRecords map[pos]*kgo.Record // the first copy
-	markers     map[string]bool     // "topic/partition" of markers seen
-	duplicates  int                 // copies beyond the first, counted as read
-	bad         []string            // records that are not what an output may hold
-	records     int
+	mu           sync.Mutex
+	alerts       map[string]int
+	dead         map[pos]int
+	deadRecords  map[pos]*kgo.Record    // the first copy
+	alertRecords map[string]*kgo.Record // the first copy
+	markers      map[string]bool        // "topic/partition" of markers seen
+	duplicates   int                    // copies beyond the first, counted as read
+	bad          []string               // records that are not what an output may hold
+	records      int
 }
 
 func startReader(t *testing.T, b *kafkatest.Broker, p pipeline) *outputReader {
@@ -354,7 +355,7 @@ func startReader(t *testing.T, b *kafkatest.Broker, p pipeline) *outputReader {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &outputReader{
 		p: p, cancel: cancel, done: make(chan struct{}), logf: t.Logf,
-		alerts: map[string]int{}, dead: map[pos]int{}, deadRecords: map[pos]*kgo.Record{}, markers: map[string]bool{},
+		alerts: map[string]int{}, dead: map[pos]int{}, deadRecords: map[pos]*kgo.Record{}, alertRecords: map[string]*kgo.Record{}, markers: map[string]bool{},
 	}
 	r.cl = newClient(t, b,
 		kgo.ConsumeTopics(p.alerts, p.dlq),
@@ -397,6 +398,8 @@ func (r *outputReader) add(rec *kgo.Record) {
 		if r.alerts[id] > 1 {
 			r.duplicates++
 			r.logf("reader: alert %s read %d times (now at %s/%d@%d)", id, r.alerts[id], rec.Topic, rec.Partition, rec.Offset)
+		} else {
+			r.alertRecords[id] = rec
 		}
 		var doc struct {
 			QW struct {
