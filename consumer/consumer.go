@@ -12,9 +12,6 @@ package consumer
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,7 +20,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -74,6 +70,15 @@ type Config struct {
 	Encoder producer.Encoder
 	// CreateTopics creates the alerts and dead-letter topics when missing.
 	CreateTopics bool
+	// CreateTopicsReplication is the replication factor of the topics
+	// CreateTopics creates; 0 means min(3, brokers).
+	CreateTopicsReplication int16
+	// CreateTopicsMinInsyncReplicas is their min.insync.replicas; "" means
+	// 2 when they have 3 replicas or more, else the broker's default.
+	CreateTopicsMinInsyncReplicas string
+	// AllowCompactedSource lets a source topic have cleanup.policy=compact,
+	// under which the broker deletes records that may not have been read.
+	AllowCompactedSource bool
 	// StartupTimeout bounds reaching the brokers and checking the topics.
 	StartupTimeout time.Duration
 	// SessionTimeout is how long the group waits for a silent member
@@ -300,91 +305,26 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("consumer: creating session: %w", err)
 	}
 	defer sess.Close()
+	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
+	defer stopReady()
+	startCtx, cancelStart := context.WithTimeout(ctx, cfg.StartupTimeout)
+	err = startup(startCtx, sess.Client(), &cfg)
+	if err == nil {
+		err = cfg.limits.read(startCtx, kadm.NewClient(sess.Client()), &cfg)
+	}
+	cancelStart()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped during start-up
+		}
+		return err
+	}
+	// Ready once started and in the group: not before the start-up
+	// checks, which can still fail.
 	cfg.Metrics.SetReady(func() bool {
 		member, _ := sess.Client().GroupMetadata()
 		return member != ""
 	})
-	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
-	defer stopReady()
-	startCtx, cancelStart := context.WithTimeout(ctx, cfg.StartupTimeout)
-	adm := kadm.NewClient(sess.Client())
-	err = checkTopics(startCtx, adm, &cfg)
-	if err == nil {
-		err = cfg.limits.read(startCtx, adm, &cfg)
-	}
-	cancelStart()
-	if err != nil {
-		return err
-	}
 	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers), limits: cfg.limits}
 	return l.run(ctx)
-}
-
-// isAuthError reports errors that waiting will not cure.
-func isAuthError(err error) bool {
-	var certErr *tls.CertificateVerificationError
-	var unknownCA x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	return errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) ||
-		errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.TopicAuthorizationFailed) ||
-		errors.Is(err, kerr.ClusterAuthorizationFailed) || errors.Is(err, kerr.IllegalSaslState) ||
-		errors.Is(err, kerr.UnsupportedSaslMechanism)
-}
-
-// checkTopics fails with the name of each missing topic, or creates the
-// outputs when asked to.
-func checkTopics(ctx context.Context, adm *kadm.Client, cfg *Config) error {
-	all := append(append([]string(nil), cfg.SourceTopics...), cfg.AlertsTopic, cfg.DLQTopic)
-	// Brokers that are restarting refuse connections for a while: retry
-	// until the start-up timeout, so that an instance restarted alongside
-	// its cluster waits for it rather than crash-looping.
-	var details kadm.TopicDetails
-	var err error
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		details, err = adm.ListTopics(ctx, all...)
-		if err == nil || isAuthError(err) {
-			break
-		}
-		cfg.Logger.Warn("brokers not reachable yet", "brokers", cfg.Brokers, "err", err)
-		select {
-		case <-time.After(backoff):
-			continue
-		case <-ctx.Done():
-		}
-		break
-	}
-	if err != nil {
-		return fmt.Errorf("consumer: listing topics on %s (check the brokers and the TLS and SASL settings): %w", strings.Join(cfg.Brokers, ","), err)
-	}
-	var missing []string
-	for _, t := range cfg.SourceTopics {
-		if !details.Has(t) {
-			missing = append(missing, fmt.Sprintf("source topic %q does not exist", t))
-		}
-	}
-	for _, t := range []string{cfg.AlertsTopic, cfg.DLQTopic} {
-		if details.Has(t) {
-			continue
-		}
-		if !cfg.CreateTopics {
-			missing = append(missing, fmt.Sprintf("output topic %q does not exist (create it, or pass --create-topics)", t))
-			continue
-		}
-		resp, err := adm.CreateTopic(ctx, DefaultTopicPartitions, -1, nil, t)
-		if err == nil {
-			err = resp.Err
-		}
-		switch {
-		case errors.Is(err, kerr.TopicAlreadyExists):
-			// Another instance created it first.
-		case err != nil:
-			return fmt.Errorf("consumer: creating topic %q: %w", t, err)
-		default:
-			cfg.Logger.Info("created topic", "topic", t, "partitions", DefaultTopicPartitions)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("consumer: %s", strings.Join(missing, "; "))
-	}
-	return nil
 }

@@ -25,6 +25,9 @@ import (
 	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
+// hostname is os.Hostname; tests replace it.
+var hostname = os.Hostname
+
 // version is set with -ldflags "-X main.version=..."; see versionString.
 var version string
 
@@ -205,14 +208,17 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := cli.NewFlagSet("run", stderr)
 	var cfg consumer.Config
 	var p pipelineFlags
-	host, _ := os.Hostname()
 	fs.List(&cfg.Brokers, "brokers", []string{"localhost:9092"}, "Kafka bootstrap brokers, comma-separated")
 	fs.List(&cfg.SourceTopics, "source-topics", []string{"cloudtrail"}, "topics holding CloudTrail, comma-separated")
 	fs.String(&cfg.AlertsTopic, "alerts-topic", "quarantine-alerts", "topic findings are written to")
 	fs.String(&cfg.DLQTopic, "dlq-topic", "", `dead-letter topic (default "<alerts-topic>.dlq")`)
 	fs.String(&cfg.Group, "group", "quarantine-watch", "consumer group")
-	fs.String(&cfg.TransactionalID, "transactional-id", "quarantine-watch-"+host, "transactional id: unique per instance, stable across its restarts")
+	fs.String(&cfg.TransactionalID, "transactional-id", "", `transactional id: unique per instance, stable across its restarts (default "<group>/<host name>")`)
 	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the alerts and dead-letter topics if missing")
+	createRF := 0
+	fs.Int(&createRF, "create-topics-replication-factor", 0, "replicas of the topics --create-topics creates (0: min(3, brokers))")
+	fs.String(&cfg.CreateTopicsMinInsyncReplicas, "create-topics-min-insync-replicas", "", `min.insync.replicas of the topics --create-topics creates (default 2 with 3 replicas or more, else the broker's)`)
+	fs.Bool(&cfg.AllowCompactedSource, "allow-compacted-source", false, "consume a source topic with cleanup.policy=compact, whose records the broker may delete before they are read")
 	fs.Duration(&cfg.StartupTimeout, "startup-timeout", consumer.DefaultStartupTimeout, "time allowed to reach the brokers and check the topics")
 	fs.Duration(&cfg.SessionTimeout, "session-timeout", 0, "group session timeout: how soon a silent instance's partitions move (0: 45s)")
 	fs.Duration(&cfg.TransactionTimeout, "transaction-timeout", 0, "how soon the broker aborts a silent instance's open transaction; above --session-timeout, since a commit can wait out a rebalance (0: session timeout + 15s)")
@@ -239,6 +245,19 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("run: unexpected arguments %q", fs.Args())
 	}
+	if cfg.TransactionalID == "" {
+		host, err := hostname()
+		if err != nil || host == "" {
+			return fmt.Errorf("run: no host name to make the default transactional id of (%v): set --transactional-id, unique per instance and stable across its restarts", err)
+		}
+		// The group keeps two services on one host (host networking,
+		// hostNetwork pods) from sharing an id and fencing each other.
+		cfg.TransactionalID = cfg.Group + "/" + host
+	}
+	if createRF < 0 || createRF > math.MaxInt16 {
+		return fmt.Errorf("run: --create-topics-replication-factor %d: want 0 to %d", createRF, math.MaxInt16)
+	}
+	cfg.CreateTopicsReplication = int16(createRF)
 	if fetchBytes < 0 || fetchBytes > math.MaxInt32 {
 		return fmt.Errorf("run: --fetch-max-partition-bytes %d: want 0 to %d", fetchBytes, math.MaxInt32)
 	}
@@ -257,7 +276,8 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	if sec.TLSInsecureSkipVerify {
 		cfg.Logger.Warn("--tls-insecure-skip-verify: broker certificates are not checked; anyone on the path can read and forge this traffic")
 	}
-	cfg.Logger.Info("starting", "version", versionString(), "brokers", cfg.Brokers, "security", sec, "rules", p.rules, "validate", p.validate)
+	cfg.Logger.Info("starting", "version", versionString(), "brokers", cfg.Brokers, "security", sec, "group", cfg.Group,
+		"transactional_id", cfg.TransactionalID, "rules", p.rules, "validate", p.validate)
 	return consumer.Run(ctx, cfg)
 }
 

@@ -304,3 +304,60 @@ func captureStderr(t *testing.T, f func()) string {
 	w.Close()
 	return <-done
 }
+
+// TestTransactionalIDDefault: the default transactional id is the group
+// and the host name, so that two services on one host (host networking,
+// hostNetwork pods) do not share one; without a host name, start-up asks
+// for --transactional-id.
+func TestTransactionalIDDefault(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		t.Skipf("this machine has no host name (%v)", err)
+	}
+	startingTxnID := func(t *testing.T, args ...string) (int, string, string) {
+		t.Helper()
+		var code int
+		var stderr string
+		logs := captureStderr(t, func() {
+			code, _, stderr = runCmd(t, "", append([]string{"run", "--brokers", "127.0.0.1:1", "--startup-timeout", "1s",
+				"--metrics-addr", "", "--log-format", "json"}, args...)...)
+		})
+		for line := range strings.SplitSeq(logs, "\n") {
+			var entry struct {
+				Msg string
+				ID  string `json:"transactional_id"`
+			}
+			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "starting" {
+				return code, entry.ID, stderr
+			}
+		}
+		return code, "", stderr + logs
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"default group", nil, "quarantine-watch/" + host},
+		{"another group", []string{"--group", "soc-prod"}, "soc-prod/" + host},
+		{"given", []string{"--group", "soc-prod", "--transactional-id", "ns/pod-0"}, "ns/pod-0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, got, out := startingTxnID(t, c.args...); got != c.want {
+				t.Errorf("transactional id %q, want %q; output:\n%s", got, c.want, out)
+			}
+		})
+	}
+	t.Run("no host name", func(t *testing.T) {
+		orig := hostname
+		hostname = func() (string, error) { return "", nil }
+		defer func() { hostname = orig }()
+		code, got, out := startingTxnID(t)
+		if code == 0 || got != "" || !strings.Contains(out, "--transactional-id") {
+			t.Errorf("exit %d, transactional id %q: want a refusal naming --transactional-id; output:\n%s", code, got, out)
+		}
+		if _, got, out := startingTxnID(t, "--transactional-id", "x"); got != "x" {
+			t.Errorf("with --transactional-id, no host name needed: got %q; output:\n%s", got, out)
+		}
+	})
+}
