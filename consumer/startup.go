@@ -267,4 +267,3 @@ func initProducerID(ctx context.Context, cl *kgo.Client, cfg *Config) error {
 		}
 	}
 }
-
