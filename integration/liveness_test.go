@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,20 +14,6 @@ import (
 	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
 	"github.com/quarantine-watch/quarantine-watch/internal/kafkatest"
 )
-
-// defaultArgs are the flags of an instance that runs with the service's
-// defaults: only where to read and write, no metrics port (several
-// instances share the host), and JSON logs for the test to read.
-func defaultArgs(b *kafkatest.Broker, p pipeline, extra ...string) []string {
-	return append([]string{"run",
-		"--brokers", strings.Join(b.Brokers(), ","),
-		"--source-topics", p.source,
-		"--alerts-topic", p.alerts,
-		"--group", p.group,
-		"--metrics-addr", "",
-		"--log-format", "json",
-	}, extra...)
-}
 
 // TestRestartFencesPredecessorAtOnce: an instance died between its offset
 // commit and its EndTxn, leaving its transaction open with offsets in it.
