@@ -53,6 +53,41 @@ func TestGeneratedTraffic(t *testing.T) {
 	}
 }
 
+// TestDenseTraffic checks what the exactly-once suites rely on: on the
+// matcher's defaults (the Elastic rule, no Validate), every record of a
+// dense stream yields exactly one output, the generator's one positive as a
+// finding or, for a malformed value, an error (a dead letter) and nothing
+// else.
+func TestDenseTraffic(t *testing.T) {
+	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 44, Dense: true, NearMissRate: 0.3, MalformedRate: 0.1})
+	m, err := matcher.New(matcher.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewScanner()
+	var findings, errs int
+	for i := range 20000 {
+		r := gen.Next()
+		res := s.Match(r.Value, nil)
+		switch {
+		case r.Malformed:
+			if res.Err == nil || len(res.Findings) != 0 {
+				t.Fatalf("record %d (%v): %d findings, error %v; want no finding and an error\n%q", i, r.Defect, len(res.Findings), res.Err, r.Value)
+			}
+			errs++
+		default:
+			want := r.Positives()
+			if res.Err != nil || len(res.Findings) != 1 || len(want) != 1 || res.Findings[0].Event.EventID != want[0] {
+				t.Fatalf("record %d (%v): findings %v, error %v; want exactly the finding %v\n%s", i, r.Shape, res.Findings, res.Err, want, r.Value)
+			}
+			findings++
+		}
+	}
+	if findings < 15000 || errs < 1000 {
+		t.Fatalf("%d findings and %d errors: not the dense stream asked for", findings, errs)
+	}
+}
+
 // TestGeneratedTrafficAllRules checks every companion rule against the
 // generator's ground truth, in every shape it makes.
 func TestGeneratedTrafficAllRules(t *testing.T) {

@@ -219,6 +219,20 @@ type Config struct {
 	// Start is the eventTime of the first event; zero means
 	// 2024-11-01T00:00:00Z. Event times advance by 0–20 ms per event.
 	Start time.Time
+	// Dense makes a stream in which every record value yields exactly one
+	// output of a matcher on its defaults (the Elastic rule alone, the
+	// prefilter on, no full validation): a finding or a dead letter. An
+	// exactly-once oracle over such a stream sees every record, not the one
+	// in a hundred that is a finding. A well-formed value holds exactly one
+	// positive event, whatever its shape (the other events of an S3 object
+	// or a CloudWatch Logs payload are noise or near misses, and there is no
+	// CONTROL_MESSAGE); a malformed value (MalformedRate) is malformed in a
+	// way its own bytes show to a matcher that validates only candidates: it
+	// fails the framing check (empty, not an object, cut short before a
+	// closing brace, nested too deep), is gzip that does not inflate, or
+	// holds the rule's marker literally, so that it is validated. Dense
+	// requires QuarantineRate 0: every well-formed value is a positive.
+	Dense bool
 }
 
 // Validate reports the first field of c that is out of range.
@@ -230,6 +244,9 @@ func (c Config) Validate() error {
 		if !(r.v >= 0 && r.v <= 1) {
 			return fmt.Errorf("cloudtrailgen: %s %v is not in [0, 1]", r.name, r.v)
 		}
+	}
+	if c.Dense && c.QuarantineRate != 0 {
+		return fmt.Errorf("cloudtrailgen: QuarantineRate %v with Dense: every well-formed value of a dense stream is a positive; leave it 0", c.QuarantineRate)
 	}
 	if c.QuarantineRate+c.NearMissRate > 1 {
 		return fmt.Errorf("cloudtrailgen: QuarantineRate %v + NearMissRate %v exceed 1", c.QuarantineRate, c.NearMissRate)
@@ -310,6 +327,9 @@ type Generator struct {
 	idPos   int
 	events  []Event
 	ev      eventState
+	// positiveDue is set, in a dense stream, until the record being made
+	// has its one positive event.
+	positiveDue bool
 
 	// Scratch buffers, reused from record to record: raw holds a record
 	// that goes inside another document, aux a document before it is
@@ -388,6 +408,7 @@ func (g *Generator) Next() Record {
 // Next and AppendNext draw from the same sequence.
 func (g *Generator) AppendNext(dst []byte) Record {
 	g.events = g.events[:0]
+	g.positiveDue = g.cfg.Dense
 	if g.cfg.MalformedRate > 0 && g.rng.Float64() < g.cfg.MalformedRate {
 		return g.appendMalformed(dst)
 	}
@@ -437,26 +458,37 @@ func (g *Generator) nextID() string {
 	return id
 }
 
-// drawKind decides what the next event is.
+// drawKind decides what the next event is. In a dense stream the first
+// event of a record is its positive and the others are not.
 func (g *Generator) drawKind() Kind {
 	q, n := g.cfg.QuarantineRate, g.cfg.NearMissRate
+	if g.positiveDue {
+		g.positiveDue = false
+		return g.drawPositive()
+	}
 	if q == 0 && n == 0 {
 		return Noise
 	}
 	u := g.rng.Float64()
 	switch {
 	case u < q:
-		switch v := g.rng.IntN(10); {
-		case v == 0:
-			return EmptyErrorCode
-		case v == 1:
-			return EscapedQuarantine
-		}
-		return Quarantine
+		return g.drawPositive()
 	case u < q+n:
 		return FailedQuarantineAttach + Kind(g.rng.IntN(int(numKinds-FailedQuarantineAttach)))
 	}
 	return Noise
+}
+
+// drawPositive draws the kind of a positive: 80% Quarantine, 10%
+// EmptyErrorCode, 10% EscapedQuarantine.
+func (g *Generator) drawPositive() Kind {
+	switch v := g.rng.IntN(10); {
+	case v == 0:
+		return EmptyErrorCode
+	case v == 1:
+		return EscapedQuarantine
+	}
+	return Quarantine
 }
 
 // appendWriter is an io.Writer appending to a byte slice, for gzip.

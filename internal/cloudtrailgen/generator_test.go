@@ -461,6 +461,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative weight", Config{Shapes: map[Shape]float64{ShapeRecord: 1, ShapeECS: -1}}, false},
 		{"no weight", Config{Shapes: map[Shape]float64{ShapeRecord: 0}}, false},
 		{"infinite weight", Config{Shapes: map[Shape]float64{ShapeRecord: math.Inf(1)}}, false},
+		{"dense", Config{Dense: true, NearMissRate: 0.5, MalformedRate: 0.1}, true},
+		{"dense with positives", Config{Dense: true, QuarantineRate: 0.1}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -474,6 +476,69 @@ func TestConfigValidate(t *testing.T) {
 			}()
 			New(tc.cfg)
 		})
+	}
+}
+
+// TestDense holds a dense stream against the naive oracle: every
+// well-formed value holds exactly one positive, whatever its shape, and
+// every malformed one shows it in its own bytes to a matcher that validates
+// only what may hold the marker: it fails the framing check (no object from
+// the first to the last non-space byte), is gzip that does not inflate, or
+// holds the marker literally. The check is written from the matcher's
+// documented behaviour, not from its code.
+func TestDense(t *testing.T) {
+	g := New(Config{Seed: 5, Dense: true, NearMissRate: 0.3, MalformedRate: 0.2, Shapes: allShapes()})
+	shapes := map[Shape]int{}
+	defects := map[Defect]int{}
+	kinds := map[Kind]int{}
+	for i := range 20000 {
+		r := g.Next()
+		_, evs, err := naiveDecode(r.Value)
+		if r.Malformed {
+			defects[r.Defect]++
+			if err == nil || validInput(r.Value) || len(r.Events) != 0 {
+				t.Fatalf("record %d (%v) is valid input or has events:\n%q", i, r.Defect, r.Value)
+			}
+			v := bytes.TrimSpace(r.Value)
+			framed := len(v) > 0 && v[0] == '{' && v[len(v)-1] == '}'
+			gz := bytes.HasPrefix(r.Value, []byte{0x1f, 0x8b})
+			if framed && !gz && !bytes.Contains(v, []byte("AWSCompromisedKeyQuarantine")) {
+				t.Fatalf("record %d (%v) passes the framing check without the marker: a matcher on its defaults would say nothing\n%q", i, r.Defect, r.Value)
+			}
+			continue
+		}
+		shapes[r.Shape]++
+		if err != nil {
+			t.Fatalf("record %d (%v): %v\n%s", i, r.Shape, err, r.Value)
+		}
+		positives := 0
+		for j, e := range evs {
+			if e.Positive {
+				positives++
+			}
+			if e.Positive != r.Events[j].Kind.Positive() {
+				t.Fatalf("record %d event %d: the oracle says positive=%v, the generator %v", i, j, e.Positive, r.Events[j].Kind)
+			}
+			kinds[r.Events[j].Kind]++
+		}
+		if positives != 1 || len(r.Positives()) != 1 {
+			t.Fatalf("record %d (%v): %d positives by the oracle, %d by the generator, want 1\n%s", i, r.Shape, positives, len(r.Positives()), r.Value)
+		}
+	}
+	for s := ShapeRecord; s < numShapes; s++ {
+		if shapes[s] == 0 {
+			t.Errorf("no dense record of shape %v", s)
+		}
+	}
+	for d := DefectTruncated; d < numDefects; d++ {
+		if defects[d] == 0 {
+			t.Errorf("no dense record with defect %v", d)
+		}
+	}
+	for _, k := range []Kind{Quarantine, EmptyErrorCode, EscapedQuarantine, FailedQuarantineAttach, Noise} {
+		if kinds[k] == 0 {
+			t.Errorf("no event of kind %v", k)
+		}
 	}
 }
 

@@ -33,7 +33,16 @@ func (g *Generator) appendMalformed(dst []byte) Record {
 	switch d {
 	case DefectTruncated:
 		raw := g.malformedBase()
-		dst = append(dst, raw[:1+g.rng.IntN(len(raw)-1)]...)
+		n := 1 + g.rng.IntN(len(raw)-1)
+		if g.cfg.Dense {
+			// A prefix ending with a brace passes the framing check, and
+			// one cut before the marker is never validated: it would
+			// yield no output at all.
+			for n > 1 && raw[n-1] == '}' {
+				n--
+			}
+		}
+		dst = append(dst, raw[:n]...)
 	case DefectInvalidUTF8, DefectNUL:
 		raw := g.malformedBase()
 		bad := "\x00"
@@ -78,11 +87,12 @@ func (g *Generator) appendMalformed(dst []byte) Record {
 	return Record{Value: dst, Shape: shape, Malformed: true, Defect: d}
 }
 
-// malformedBase writes a compact record, a positive half of the time, into
-// g.raw without reporting its event.
+// malformedBase writes a compact record, a positive half of the time (in a
+// dense stream always, so that the marker gets it validated), into g.raw
+// without reporting its event.
 func (g *Generator) malformedBase() []byte {
 	kind := Noise
-	if g.rng.IntN(2) == 0 {
+	if g.cfg.Dense || g.rng.IntN(2) == 0 {
 		kind = Quarantine
 	}
 	st := g.plan(kind, maxSingle)

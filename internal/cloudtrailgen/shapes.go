@@ -151,10 +151,11 @@ func (g *Generator) appendEventBridge(dst []byte) []byte {
 
 // appendCloudWatch appends a decoded CloudWatch Logs subscription payload
 // (sample 09) of a CloudTrail log group; one in a hundred is the
-// CONTROL_MESSAGE CloudWatch sends to check a new destination.
+// CONTROL_MESSAGE CloudWatch sends to check a new destination, which holds
+// no event and so has no place in a dense stream.
 func (g *Generator) appendCloudWatch(b []byte) []byte {
 	acct, region := pick(g, accounts), pick(g, regions)
-	if g.rng.IntN(100) == 0 {
+	if !g.cfg.Dense && g.rng.IntN(100) == 0 {
 		b = append(b, `{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":`...)
 		b = appendInt(b, g.ms)
 		return append(b, `,"message":"CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}`...)
