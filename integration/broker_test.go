@@ -114,7 +114,18 @@ func TestBrokerTransactionsSurviveHardKill(t *testing.T) {
 	produceTxn(ctx, t, again, topic, "after", smokePartitions, kgo.TryCommit)
 }
 
-func newClient(t *testing.T, b *kafkatest.Broker, opts ...kgo.Opt) *kgo.Client {
+// cluster is what most helpers need of the Kafka they talk to: the
+// package's broker (kafkatest.Broker) or a cluster of three
+// (kafkatest.Cluster).
+type cluster interface {
+	// Brokers returns seed addresses.
+	Brokers() []string
+	// External reports a cluster named by KAFKA_BROKERS, whose topics the
+	// tests must delete.
+	External() bool
+}
+
+func newClient(t *testing.T, b cluster, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Brokers()...)}, opts...)...)
 	if err != nil {

@@ -111,7 +111,7 @@ func TestKcatReadsCommitted(t *testing.T) {
 
 // runKcat reads topic from the start to its end with kcat and returns how
 // many times each key was read.
-func runKcat(ctx context.Context, t *testing.T, kcat string, b *kafkatest.Broker, topic, level string) map[string]int {
+func runKcat(ctx context.Context, t *testing.T, kcat string, b cluster, topic, level string) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

@@ -63,7 +63,7 @@ func newPipeline(t *testing.T) pipeline {
 // topic (and, for max.message.bytes, to the dead-letter topic, which gets
 // whole source records). On a cluster named by KAFKA_BROKERS the topics and
 // the group are deleted when the test ends; a container goes with its data.
-func (p pipeline) create(t *testing.T, b *kafkatest.Broker, adm *kadm.Client, sourceConfigs map[string]*string) {
+func (p pipeline) create(t *testing.T, b cluster, adm *kadm.Client, sourceConfigs map[string]*string) {
 	t.Helper()
 	if b.External() {
 		t.Cleanup(func() {
@@ -124,7 +124,7 @@ func startPipeline(t *testing.T) (*kafkatest.Broker, pipeline, *kadm.Client) {
 	return b, p, adm
 }
 
-func newAdmin(t *testing.T, b *kafkatest.Broker) *kadm.Client {
+func newAdmin(t *testing.T, b cluster) *kadm.Client {
 	t.Helper()
 	return kadm.NewClient(newClient(t, b))
 }
@@ -164,7 +164,7 @@ type sourceWriter struct {
 	next  int32
 }
 
-func newSourceWriter(t *testing.T, b *kafkatest.Broker, topic string) *sourceWriter {
+func newSourceWriter(t *testing.T, b cluster, topic string) *sourceWriter {
 	t.Helper()
 	return &sourceWriter{
 		cl: newClient(t, b,
@@ -311,7 +311,7 @@ func loadSamples(ctx context.Context, t *testing.T, w *sourceWriter, exp *expect
 
 // writeEndMarkers writes a marker to every partition of the outputs, with a
 // plain (non-transactional) producer.
-func writeEndMarkers(t *testing.T, b *kafkatest.Broker, topics ...string) {
+func writeEndMarkers(t *testing.T, b cluster, topics ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -350,7 +350,7 @@ type outputReader struct {
 	records      int
 }
 
-func startReader(t *testing.T, b *kafkatest.Broker, p pipeline) *outputReader {
+func startReader(t *testing.T, b cluster, p pipeline) *outputReader {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &outputReader{
@@ -577,7 +577,7 @@ func mustMatch(t *testing.T, who string, v verdict) {
 // drainOutputs writes the end markers and reads the outputs from the start
 // until every marker is seen; it fails t if one is not seen within a minute
 // (a transaction left hanging), and compares what it read with exp.
-func drainOutputs(t *testing.T, b *kafkatest.Broker, p pipeline, exp *expected) (*outputReader, verdict) {
+func drainOutputs(t *testing.T, b cluster, p pipeline, exp *expected) (*outputReader, verdict) {
 	t.Helper()
 	writeEndMarkers(t, b, p.alerts, p.dlq)
 	r := startReader(t, b, p)

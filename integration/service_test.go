@@ -14,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/quarantine-watch/quarantine-watch/internal/kafkatest"
 )
 
 // The service runs as real processes, so that a test can kill, pause and
@@ -90,7 +88,7 @@ func serviceBinary(t *testing.T) string {
 
 // serviceArgs are the flags every instance of a test shares; instance adds
 // --transactional-id.
-func serviceArgs(b *kafkatest.Broker, source, alerts, group string, extra ...string) []string {
+func serviceArgs(b cluster, source, alerts, group string, extra ...string) []string {
 	args := []string{"run",
 		"--brokers", strings.Join(b.Brokers(), ","),
 		"--source-topics", source,
