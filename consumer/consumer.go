@@ -99,9 +99,16 @@ type Config struct {
 	// once ctx is cancelled.
 	ShutdownTimeout time.Duration
 	// FetchMaxPartitionBytes bounds what one fetch returns per partition
-	// (compressed); 0 keeps franz-go's default of 1 MiB. franz-go holds one
-	// fetch per broker and asks for the next once it is taken whole.
+	// (compressed); 0 means 1 MiB, Kafka's default. Fetches are smaller
+	// when the memory budget requires it (see MemoryLimit).
 	FetchMaxPartitionBytes int32
+	// MemoryLimit is the memory budget, in bytes, that the fetch sizes and
+	// the producer's buffer derive from: the fetched records of a batch and
+	// those fetched while it is processed hold at most 40% of it, the
+	// alerts and dead letters being produced a sixteenth. Zero means the
+	// runtime's limit (GOMEMLIMIT), else DefaultMemoryLimit; set
+	// GOMEMLIMIT to the same value so the garbage collector keeps to it.
+	MemoryLimit int64
 	// TransactionsV2 lets franz-go use Kafka's transactions v2 (KIP-890
 	// part 2) where the broker enables it (Kafka 4.0 and later). Off, the
 	// client speaks transactions v1 to every broker; see ClientOpts.
@@ -123,6 +130,8 @@ type Config struct {
 	// limits are the output topics' max.message.bytes, once Run has read
 	// them.
 	limits *outputLimits
+	// sizer sizes the fetches to the memory budget.
+	sizer *fetchSizer
 }
 
 // Stats counts what committed transactions carried. Counts only move when
@@ -200,7 +209,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = telemetry.New()
 	}
-	cfg.limits = newOutputLimits(cfg.AlertsTopic, cfg.DLQTopic)
+	cfg.MemoryLimit = memoryLimit(cfg.MemoryLimit)
+	cfg.limits = newOutputLimits(cfg.AlertsTopic, cfg.DLQTopic, outputBudget(cfg.MemoryLimit)/2)
+	cfg.sizer = newFetchSizer(cfg.MemoryLimit, cfg.FetchMaxPartitionBytes)
 	return cfg, nil
 }
 
@@ -224,6 +235,13 @@ func (c *Config) withDefaults() (Config, error) {
 //     (franz-go asks when it first produces to a partition); a batch the
 //     broker would refuse as too large aborts the transaction of every
 //     record in it.
+//   - FetchMaxBytes, FetchMaxPartitionBytes and a HookFetchBatchRead: the
+//     fetch sizes that keep the fetched records within the memory budget
+//     (see MemoryLimit), set again as the loop measures what a fetched
+//     byte costs in memory.
+//   - MaxBufferedBytes: the alerts and dead letters buffered for producing
+//     stay within their share of the budget; Produce waits for the broker
+//     beyond it.
 //   - WithHooks(kprom): franz-go's client metrics, in the service's registry.
 //   - OnPartitionsRevoked/Lost: forget the lag of partitions moved away.
 //   - WithLogger(kslog): franz-go's logs through the service's slog.
@@ -272,7 +290,14 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 	if cfg.limits != nil {
 		opts = append(opts, kgo.ProducerBatchMaxBytesFn(cfg.limits.batchMax))
 	}
-	if cfg.FetchMaxPartitionBytes > 0 {
+	if s := cfg.sizer; s != nil {
+		opts = append(opts,
+			kgo.FetchMaxBytes(s.maxBytes),
+			kgo.FetchMaxPartitionBytes(s.partitionSize),
+			kgo.WithHooks(s),
+			kgo.MaxBufferedBytes(int(outputBudget(cfg.MemoryLimit))),
+		)
+	} else if cfg.FetchMaxPartitionBytes > 0 {
 		opts = append(opts, kgo.FetchMaxPartitionBytes(cfg.FetchMaxPartitionBytes))
 	}
 	if !cfg.TransactionsV2 {
@@ -325,6 +350,6 @@ func Run(ctx context.Context, c Config) error {
 		member, _ := sess.Client().GroupMetadata()
 		return member != ""
 	})
-	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers), limits: cfg.limits}
+	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer}
 	return l.run(ctx)
 }

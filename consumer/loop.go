@@ -18,6 +18,7 @@ type loop struct {
 	sess   *kgo.GroupTransactSession
 	pool   *matcher.Pool
 	limits *outputLimits
+	sizer  *fetchSizer
 
 	values  [][]byte
 	results []matcher.Result
@@ -34,7 +35,8 @@ func (l *loop) run(ctx context.Context) error {
 	log := l.cfg.Logger
 	log.Info("consuming", "topics", l.cfg.SourceTopics, "group", l.cfg.Group,
 		"transactional_id", l.cfg.TransactionalID, "alerts", l.cfg.AlertsTopic, "dlq", l.cfg.DLQTopic,
-		"workers", l.pool.Workers(), "max_batch", l.cfg.MaxBatch)
+		"workers", l.pool.Workers(), "max_batch", l.cfg.MaxBatch,
+		"memory_limit", l.cfg.MemoryLimit, "fetch_max_bytes", l.sizer.maxBytes, "fetch_max_partition_bytes", l.sizer.partitionSize)
 
 	// The batch in flight is finished with a context that outlives ctx by
 	// at most ShutdownTimeout: a signal must not cut a transaction in half,
@@ -65,6 +67,9 @@ func (l *loop) run(ctx context.Context) error {
 			}
 		})
 		records := fetches.Records()
+		if len(records) > 0 {
+			l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
+		}
 		if len(records) == 0 {
 			if fetchErrs > 0 {
 				// The client retries on its own; do not spin on the errors
@@ -110,12 +115,19 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 		return false, fmt.Errorf("consumer: beginning transaction: %w", err)
 	}
 	l.setProduceErr(nil)
+	l.takeRejected() // left by a transaction whose flush failed
 	n := len(records)
 	if cap(l.values) < n {
 		l.values = make([][]byte, n)
 		l.results = make([]matcher.Result, n)
 	}
 	l.values, l.results = l.values[:n], l.results[:n]
+	// The batch's records and results must not outlive it: the next fetch
+	// arrives while they are matched, and the budget has room for two.
+	defer func() {
+		clear(l.values)
+		clear(l.results)
+	}()
 	var bytes int64
 	for i, r := range records {
 		l.values[i] = r.Value

@@ -28,13 +28,16 @@ const maxBatchBytes = 1 << 30
 // record or batch the service writes is larger than its topic takes.
 type outputLimits struct {
 	alertsTopic, dlqTopic string
-	alerts, dlq           atomic.Int64
+	// most is the largest limit used, whatever the topics take: half the
+	// producer's buffer, which refuses a record larger than itself.
+	most        int64
+	alerts, dlq atomic.Int64
 }
 
-func newOutputLimits(alerts, dlq string) *outputLimits {
-	l := &outputLimits{alertsTopic: alerts, dlqTopic: dlq}
-	l.alerts.Store(unknownMaxMessageBytes)
-	l.dlq.Store(unknownMaxMessageBytes)
+func newOutputLimits(alerts, dlq string, most int64) *outputLimits {
+	l := &outputLimits{alertsTopic: alerts, dlqTopic: dlq, most: max(min(most, maxBatchBytes), producer.MinMessageBytes)}
+	l.alerts.Store(min(unknownMaxMessageBytes, l.most))
+	l.dlq.Store(min(unknownMaxMessageBytes, l.most))
 	return l
 }
 
@@ -70,7 +73,7 @@ func (l *outputLimits) read(ctx context.Context, adm *kadm.Client, cfg *Config) 
 		if v < producer.MinMessageBytes {
 			return fmt.Errorf("consumer: topic %q has max.message.bytes=%d: a dead letter needs at least %d bytes", t.topic, v, producer.MinMessageBytes)
 		}
-		t.limit.Store(min(v, maxBatchBytes))
+		t.limit.Store(min(v, l.most))
 	}
 	cfg.Logger.Info("output limits", "alerts_max_message_bytes", l.alerts.Load(), "dlq_max_message_bytes", l.dlq.Load())
 	return nil

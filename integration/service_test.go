@@ -133,6 +133,7 @@ type instance struct {
 	txnID   string
 	bin     string
 	args    []string
+	env     []string
 	logPath string
 	log     *os.File
 
@@ -154,11 +155,19 @@ type instance struct {
 // test and txnID stable across the instance's restarts.
 func startInstance(t *testing.T, name, txnID string, args []string) *instance {
 	t.Helper()
+	return startInstanceEnv(t, name, txnID, args, nil)
+}
+
+// startInstanceEnv is startInstance with env (KEY=value) added to the
+// environment of every process of the instance.
+func startInstanceEnv(t *testing.T, name, txnID string, args, env []string) *instance {
+	t.Helper()
 	in := &instance{
 		t:        t,
 		name:     name,
 		txnID:    txnID,
 		bin:      serviceBinary(t),
+		env:      env,
 		args:     append(append([]string(nil), args...), "--transactional-id", txnID),
 		logPath:  filepath.Join(t.TempDir(), "instance-"+name+".log"),
 		wantUp:   true,
@@ -191,7 +200,7 @@ func (in *instance) spawn() error {
 	}
 	fmt.Fprintf(in.log, "=== start %d of instance %s (transactional id %s) at %s\n", in.starts+1, in.name, in.txnID, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(in.bin, in.args...)
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), in.env...)
 	cmd.Stdout = in.log
 	cmd.Stderr = in.log
 	cmd.SysProcAttr = procAttr()
