@@ -19,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -95,8 +94,11 @@ type Config struct {
 	// offsets are fetched stable, so a longer timeout cannot let a zombie
 	// commit. Zero means SessionTimeout + TransactionTimeoutMargin.
 	TransactionTimeout time.Duration
-	// ShutdownTimeout bounds how long the open transaction may take to end
-	// once ctx is cancelled.
+	// ShutdownTimeout bounds Run's return once ctx is cancelled: the open
+	// transaction gets what is left after reserving a quarter (at most 5 s)
+	// to abort it on a fresh context, if its end was cut short, and a
+	// quarter (at most 5 s) to leave the group. Keep it under the
+	// orchestrator's grace period (Kubernetes' terminationGracePeriodSeconds).
 	ShutdownTimeout time.Duration
 	// FetchMaxPartitionBytes bounds what one fetch returns per partition
 	// (compressed); 0 means 1 MiB, Kafka's default. Fetches are smaller
@@ -314,8 +316,9 @@ const lastEndTxnOfTransactionsV1 = 4
 
 // Run consumes until ctx is cancelled or a non-retryable error occurs. On
 // cancellation it ends the open transaction (committing it if its records
-// were all produced, else aborting) within ShutdownTimeout, leaves the group
-// and returns nil.
+// were all produced, else aborting), aborts it on a fresh context if that
+// did not finish in time, leaves the group and returns nil, all within
+// ShutdownTimeout.
 func Run(ctx context.Context, c Config) error {
 	cfg, err := c.withDefaults()
 	if err != nil {
@@ -325,31 +328,8 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
-	sess, err := kgo.NewGroupTransactSession(append(ClientOpts(&cfg), cfg.ClientOpts...)...)
-	if err != nil {
-		return fmt.Errorf("consumer: creating session: %w", err)
-	}
-	defer sess.Close()
 	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
 	defer stopReady()
-	startCtx, cancelStart := context.WithTimeout(ctx, cfg.StartupTimeout)
-	err = startup(startCtx, sess.Client(), &cfg)
-	if err == nil {
-		err = cfg.limits.read(startCtx, kadm.NewClient(sess.Client()), &cfg)
-	}
-	cancelStart()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped during start-up
-		}
-		return err
-	}
-	// Ready once started and in the group: not before the start-up
-	// checks, which can still fail.
-	cfg.Metrics.SetReady(func() bool {
-		member, _ := sess.Client().GroupMetadata()
-		return member != ""
-	})
-	l := &loop{cfg: &cfg, sess: sess, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer}
+	l := &loop{cfg: &cfg, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer}
 	return l.run(ctx)
 }

@@ -396,3 +396,16 @@ func TestTimeouts(t *testing.T) {
 		})
 	}
 }
+
+func TestShutdownBudgets(t *testing.T) {
+	for _, c := range []struct{ total, end, abort, leave time.Duration }{
+		{20 * time.Second, 10 * time.Second, 5 * time.Second, 5 * time.Second},
+		{60 * time.Second, 50 * time.Second, 5 * time.Second, 5 * time.Second},
+		{8 * time.Second, 4 * time.Second, 2 * time.Second, 2 * time.Second},
+	} {
+		end, abort, leave := shutdownBudgets(c.total)
+		if end != c.end || abort != c.abort || leave != c.leave || end+abort+leave != c.total {
+			t.Errorf("shutdownBudgets(%v) = %v, %v, %v; want %v, %v, %v", c.total, end, abort, leave, c.end, c.abort, c.leave)
+		}
+	}
+}

@@ -26,12 +26,27 @@ type loop struct {
 	pendingFindings []pendingFinding
 	pendingClasses  []string
 
+	// txnOpen is set from Begin until End returns without an error.
+	txnOpen bool
+
 	produceMu  sync.Mutex
 	produceErr error
 	rejected   []rejection // outputs the last flush refused
 }
 
 func (l *loop) run(ctx context.Context) error {
+	sess, err := l.startSession(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped during start-up
+		}
+		return err
+	}
+	l.sess = sess
+	// A transaction is open from Begin until End returns without error;
+	// finish aborts one left open.
+	defer func() { l.finish(sess, l.txnOpen) }()
+
 	log := l.cfg.Logger
 	log.Info("consuming", "topics", l.cfg.SourceTopics, "group", l.cfg.Group,
 		"transactional_id", l.cfg.TransactionalID, "alerts", l.cfg.AlertsTopic, "dlq", l.cfg.DLQTopic,
@@ -39,21 +54,19 @@ func (l *loop) run(ctx context.Context) error {
 		"memory_limit", l.cfg.MemoryLimit, "fetch_max_bytes", l.sizer.maxBytes, "fetch_max_partition_bytes", l.sizer.partitionSize)
 
 	// The batch in flight is finished with a context that outlives ctx by
-	// at most ShutdownTimeout: a signal must not cut a transaction in half,
-	// nor wait on it forever.
+	// the end budget: a signal must not cut a transaction in half, nor
+	// wait on it past the orchestrator's patience.
+	endBudget, _, _ := shutdownBudgets(l.cfg.ShutdownTimeout)
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(l.cfg.ShutdownTimeout, cancelWork) })
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(endBudget, cancelWork) })
 	defer stop()
 
 	failed := 0
 	for {
 		fetches := l.sess.PollRecords(ctx, l.cfg.MaxBatch)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
-			st := l.cfg.Stats
-			log.Info("stopping", "reason", context.Cause(ctx),
-				"records", st.Records.Load(), "findings", st.Findings.Load(), "dead_letters", st.DeadLetters.Load(),
-				"transactions_committed", st.Committed.Load(), "transactions_aborted", st.Aborted.Load())
+			l.logStopping(ctx)
 			return nil
 		}
 		fetchErrs := 0
@@ -82,6 +95,12 @@ func (l *loop) run(ctx context.Context) error {
 			continue
 		}
 		committed, err := l.transact(work, records)
+		if err != nil && ctx.Err() != nil {
+			// Shutdown cut the transaction's end short: finish aborts it.
+			log.Warn("shutdown cut the open transaction short", "err", err, "end_budget", endBudget)
+			l.logStopping(ctx)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -106,6 +125,13 @@ func (l *loop) run(ctx context.Context) error {
 	}
 }
 
+func (l *loop) logStopping(ctx context.Context) {
+	st := l.cfg.Stats
+	l.cfg.Logger.Info("stopping", "reason", context.Cause(ctx),
+		"records", st.Records.Load(), "findings", st.Findings.Load(), "dead_letters", st.DeadLetters.Load(),
+		"transactions_committed", st.Committed.Load(), "transactions_aborted", st.Aborted.Load())
+}
+
 // transact evaluates one polled batch and ends its transaction. It reports
 // whether the transaction committed; an error is not retryable (see
 // GroupTransactSession.End).
@@ -114,6 +140,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 	if err := l.sess.Begin(); err != nil {
 		return false, fmt.Errorf("consumer: beginning transaction: %w", err)
 	}
+	l.txnOpen = true
 	l.setProduceErr(nil)
 	l.takeRejected() // left by a transaction whose flush failed
 	n := len(records)
@@ -184,6 +211,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 		try = kgo.TryAbort
 	}
 	committed, err := l.sess.End(ctx, try)
+	l.txnOpen = err != nil
 	m := l.cfg.Metrics
 	m.BatchDuration.Observe(time.Since(began).Seconds())
 	if err != nil || !committed {

@@ -2,9 +2,12 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -36,7 +39,7 @@ func TestRestartFencesPredecessorAtOnce(t *testing.T) {
 
 	w := newSourceWriter(t, b, p.source)
 	exp := newExpected()
-	g := generate(cloudtrailgen.New(cloudtrailgen.Config{Seed: 61, QuarantineRate: 0.02, NearMissRate: 0.05, MalformedRate: 0.01}), 600)
+	g := generate(cloudtrailgen.New(cloudtrailgen.Config{Seed: 61, QuarantineRate: 0.02, NearMissRate: 0.05}), 600)
 	rs, err := w.write(ctx, g.values, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -112,4 +115,124 @@ func TestRestartFencesPredecessorAtOnce(t *testing.T) {
 	stopAll(t, in)
 	checkUnplanned(t, in)
 	drainOutputs(t, b, p, exp)
+}
+
+// TestShutdownMidTransactionAbortsAtOnce sends SIGTERM to an instance whose
+// transaction cannot end within the shutdown budget, on a broker with
+// Kafka's default abort sweep (every 10 s; the package's broker sweeps
+// every 500 ms, which hides a transaction left open). The instance is made
+// to hang in End the way production does: another instance is SIGKILLed
+// and restarted, the restart joins at once, and the join, and with it
+// every commit of the survivor (End waits for a heartbeat), waits for the
+// dead process's session to expire: 45 s by default, more than the 20 s
+// shutdown budget. The survivor must exit within --shutdown-timeout with
+// its transaction aborted, not left open for the broker to time out
+// (transaction timeout plus sweep) while read_committed readers of the
+// partitions it wrote, and the next owner of its offsets, wait.
+func TestShutdownMidTransactionAbortsAtOnce(t *testing.T) {
+	if os.Getenv(kafkatest.EnvBrokers) != "" {
+		t.Skipf("needs a broker with Kafka's default abort sweep; %s names an existing cluster", kafkatest.EnvBrokers)
+	}
+	b := kafkatest.StartForTest(t, kafkatest.Options{Env: map[string]string{
+		// Kafka's default (10 s), not the package's 500 ms.
+		"KAFKA_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS": "",
+	}})
+	p := newPipeline(t)
+	adm := newAdmin(t, b)
+	p.create(t, b, adm, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+
+	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 67, QuarantineRate: 0.05, NearMissRate: 0.05})
+	stream := startStream(ctx, t, b, p.source, gen, 50, 50*time.Millisecond, 200_000)
+	txnA := kafkatest.Name(t, "txn-a")
+	a := startInstance(t, "a", txnA, defaultArgs(b, p))
+	other := startInstance(t, "b", kafkatest.Name(t, "txn-b"), defaultArgs(b, p))
+	waitGroup(t, adm, p.group, "a and b share the partitions", func(g kadm.DescribedGroup) bool {
+		return g.State == "Stable" && len(g.Members) == 2 && assigned(g.Members[0], p.source) > 0 && assigned(g.Members[1], p.source) > 0
+	})
+	killed := time.Now()
+	other.kill(t)
+
+	// a's transaction is stuck once it stays Ongoing, with one start time,
+	// for 3 s: its transactions otherwise last a poll's worth of records.
+	var stuck kadm.DescribedTransaction
+	since := time.Now()
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		d := describeTxn(ctx, adm, txnA)
+		if d.State != "Ongoing" || d.StartTimestamp != stuck.StartTimestamp {
+			stuck, since = d, time.Now()
+		} else if time.Since(since) > 3*time.Second {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's transaction never hung in the 40 s after b was killed (last state %s)", d.State)
+		}
+	}
+	t.Logf("a's transaction (producer id %d, epoch %d, partitions %v) has been Ongoing for %v, %v after b was killed; SIGTERM to a",
+		stuck.ProducerID, stuck.ProducerEpoch, stuck.Topics.Sorted(), time.Since(time.UnixMilli(stuck.StartTimestamp)).Round(time.Millisecond),
+		time.Since(killed).Round(time.Millisecond))
+
+	began := time.Now()
+	err := a.stop()
+	took := time.Since(began)
+	after := describeTxn(ctx, adm, txnA)
+	t.Logf("a exited %v after SIGTERM (%v); its transactional id is now %s (producer id %d, epoch %d)",
+		took.Round(time.Millisecond), err, after.State, after.ProducerID, after.ProducerEpoch)
+	if err != nil {
+		t.Errorf("a did not exit 0 after SIGTERM: %v", err)
+	}
+	const budget = consumer.DefaultShutdownTimeout
+	if took > budget+3*time.Second {
+		t.Errorf("a took %v to stop, over --shutdown-timeout (%v by default; the manifests' grace period is 40 s)", took.Round(time.Millisecond), budget)
+	}
+	if after.State == "Ongoing" && after.ProducerEpoch == stuck.ProducerEpoch && after.StartTimestamp == stuck.StartTimestamp {
+		t.Errorf("a exited with its transaction still open: the broker aborts it only after the transaction timeout and its sweep")
+	}
+
+	// What a read_committed reader waits for: the last stable offset of
+	// each output partition a's transaction held to reach its end.
+	exited := time.Now()
+	var held []string
+	for _, tp := range stuck.Topics.Sorted() {
+		for _, part := range tp.Partitions {
+			held = append(held, fmt.Sprintf("%s/%d", tp.Topic, part))
+		}
+	}
+	for {
+		stable, err1 := adm.ListCommittedOffsets(ctx, p.alerts, p.dlq)
+		ends, err2 := adm.ListEndOffsets(ctx, p.alerts, p.dlq)
+		blocked := 0
+		if err1 == nil && err2 == nil {
+			for _, tp := range stuck.Topics.Sorted() {
+				for _, part := range tp.Partitions {
+					s, _ := stable.Lookup(tp.Topic, part)
+					e, _ := ends.Lookup(tp.Topic, part)
+					if s.Offset < e.Offset {
+						blocked++
+					}
+				}
+			}
+		}
+		if err1 == nil && err2 == nil && blocked == 0 {
+			break
+		}
+		if time.Since(exited) > 2*time.Minute {
+			t.Fatalf("the output partitions a's transaction held (%v) were still unstable 2 minutes after a exited", held)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waited := time.Since(exited)
+	t.Logf("read_committed readers of %v could read on %v after a exited", held, waited.Round(time.Millisecond))
+	if waited > 5*time.Second {
+		t.Errorf("readers of the outputs waited %v after a exited, for the broker to time out a's transaction", waited.Round(time.Millisecond))
+	}
+
+	if err := stream.stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, adm, p.group, p.source, 4*time.Minute, other)
+	stopAll(t, other)
+	checkUnplanned(t, a, other)
+	drainOutputs(t, b, p, stream.expected())
 }

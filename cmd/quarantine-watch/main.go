@@ -147,7 +147,7 @@ func (p *pipelineFlags) register(fs *cli.FlagSet) {
 	fs.Int(&p.workers, "workers", 0, "matcher workers (0: one per CPU)")
 	fs.Int(&p.maxValueBytes, "max-record-bytes", matcher.DefaultMaxValueBytes, "larger record values go to the dead-letter topic")
 	fs.Bool(&p.validate, "validate", false, "fully validate every record, so that every malformed record reaches the dead-letter topic, not only those that could hold a finding (costs a JSON scan of every record)")
-	fs.Duration(&p.shutdown, "shutdown-timeout", consumer.DefaultShutdownTimeout, "time allowed to end the open transaction on SIGTERM")
+	fs.Duration(&p.shutdown, "shutdown-timeout", consumer.DefaultShutdownTimeout, "the whole shutdown on SIGTERM: ending the open transaction (half of it), aborting it if that was cut short, leaving the group (a quarter each, at most 5 s)")
 	fs.String(&p.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.String(&p.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs")
 	fs.String(&p.logFormat, "log-format", "auto", "json, text, or auto (JSON unless stderr is a terminal)")
