@@ -57,8 +57,8 @@ type poison struct {
 // turns a 100 KiB record into a too_large dead letter, and JSON nested
 // 100,000 deep too: it needs 200 KB of brackets, so the size check stops it
 // before any parser sees it. The second phase restarts the instance with
-// the default limit (1 MiB) and sends the deep record again: the JSON depth
-// limit must now report it as malformed_json.
+// the default limit (1 MiB) and sends the deep record again: the matcher's
+// depth limit (512 levels) must now report it as too_complex.
 func TestPoison(t *testing.T) {
 	for _, mode := range []struct {
 		name     string
@@ -173,8 +173,8 @@ func testPoison(t *testing.T, validate bool) {
 	checkUnplanned(t, in)
 
 	// The same transactional id and group, the default size limit: the
-	// deep record reaches the JSON depth limit.
-	writePoisons("unlimited", []poison{{name: "nested-100000-deep", marker: true, classes: []string{producer.ClassMalformedJSON}, value: deep}})
+	// deep record reaches the matcher's depth limit.
+	writePoisons("unlimited", []poison{{name: "nested-100000-deep", marker: true, classes: []string{producer.ClassTooComplex}, value: deep}})
 	in = startInstance(t, "unlimited", txnID, args)
 	waitCaughtUp(t, adm, p.group, p.source, 3*time.Minute, in)
 	stopAll(t, in)

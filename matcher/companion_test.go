@@ -96,7 +96,7 @@ func TestCompanionRules(t *testing.T) {
 			if got := findingsOf(res); !slices.Equal(got, c.want) {
 				t.Errorf("findings = %v, want %v", got, c.want)
 			}
-			ref, malformed := reference(c.value, AllRules, all.maxValueBytes, all.maxDecodedBytes)
+			ref, malformed := reference(c.value, all)
 			if malformed || !slices.Equal(ref, c.want) {
 				t.Errorf("reference = %v (malformed %v), want %v", ref, malformed, c.want)
 			}

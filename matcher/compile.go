@@ -11,13 +11,13 @@ import (
 type compiledRule struct {
 	rule    *Rule
 	actions []string
-	failure bool
-	markers uint64
+	outcome string
+	markers uint32
 }
 
 // maxMarkers is how many distinct markers the enabled rules may have: a
 // record's markers are a bit set.
-const maxMarkers = 64
+const maxMarkers = 32
 
 // compileRules checks the rules and compiles them, and returns the distinct
 // markers they search, in the order the rules name them.
@@ -50,14 +50,12 @@ func compileRules(rules []*Rule) ([]compiledRule, [][]byte, error) {
 
 func compileMatch(r *Rule, markers *[][]byte) (compiledRule, error) {
 	m := &r.Match
-	c := compiledRule{rule: r, actions: slices.Clone(m.Actions)}
+	c := compiledRule{rule: r, actions: slices.Clone(m.Actions), outcome: m.Outcome}
 	if len(m.Actions) == 0 || slices.Contains(m.Actions, "") {
 		return c, errors.New("Match.Actions must name one or more event names")
 	}
 	switch m.Outcome {
-	case OutcomeSuccess:
-	case OutcomeFailure:
-		c.failure = true
+	case OutcomeSuccess, OutcomeFailure:
 	default:
 		return c, fmt.Errorf("Match.Outcome %q is neither %q nor %q", m.Outcome, OutcomeSuccess, OutcomeFailure)
 	}

@@ -2,14 +2,14 @@ package matcher
 
 import (
 	"bytes"
-	"strings"
 	"unsafe"
 )
 
 // fields is a JSON object indexed one level deep: its members' raw key and
 // value bytes, found by the indexer. Keys are matched exactly (CloudTrail's
 // keys are case-sensitive, where struct decoding in encoding/json would fold
-// case) and the last of duplicate keys wins, as in a decoded map. Only text the indexer has validated is ever indexed.
+// case) and the last of duplicate keys wins, as in a decoded map. Only text
+// the indexer has validated is ever indexed.
 type fields struct {
 	b       []byte
 	members []member
@@ -18,9 +18,11 @@ type fields struct {
 
 // memberArena holds the members of every object indexed while one value is
 // evaluated, so that indexing a record and the objects inside it does not
-// allocate once the arena has grown to fit. A Scanner resets it per value;
-// slices handed out earlier stay valid when it grows (they keep the old
-// array), and a nil arena allocates as it goes.
+// allocate once the arena has grown to fit. A Scanner resets it per value
+// and rewinds it after each record of a batch, so that it holds one
+// record's objects at a time, not the batch's; slices handed out earlier
+// stay valid when it grows (they keep the old array), and a nil arena
+// allocates as it goes.
 type memberArena struct{ buf []member }
 
 func (a *memberArena) reset() {
@@ -29,19 +31,26 @@ func (a *memberArena) reset() {
 	}
 }
 
-// index runs the validating indexer with the arena's free tail as its
-// member slice.
-func (a *memberArena) index(b []byte) ([]member, byte, int) {
-	if a == nil {
-		var x indexer
-		return x.index(b)
-	}
-	x := indexer{members: a.tail()}
-	members, kind, errAt := x.index(b)
+// mark and rewind free what was indexed after mark. Nothing indexed after
+// mark may be used after rewind.
+func (a *memberArena) mark() int { return len(a.buf) }
+
+func (a *memberArena) rewind(mark int) {
+	if mark <= len(a.buf) {
+		a.buf = a.buf[:mark]
+	} // else the arena grew into a new array since mark, which starts empty
+}
+
+// index runs the validating indexer, within lim, with the arena's free
+// tail as its member slice. over names the limit the text went past, if
+// that is why it failed; count is how many members the document has in all.
+func (a *memberArena) index(b []byte, lim limits) (members []member, kind byte, errAt int, over string, count int) {
+	x := indexer{members: a.tail(), lim: lim}
+	members, kind, errAt = x.index(b)
 	if errAt < 0 {
 		a.keep(members)
 	}
-	return members, kind, errAt
+	return members, kind, errAt, x.over, x.nMembers
 }
 
 // indexValid indexes text the indexer has accepted, into the arena.
@@ -71,9 +80,9 @@ func (a *memberArena) keep(members []member) {
 		a.buf = a.buf[:n+len(members)] // indexed in place
 		return
 	}
-	// The tail was too short: the members got an array of their own.
-	// Grow the arena for the next value.
-	a.buf = make([]member, 0, 2*cap(a.buf)+len(members))
+	// The tail was too short: the members got an array of their own,
+	// which the arena goes on in.
+	a.buf = members
 }
 
 // object indexes validated JSON text that should be an object. It reports
@@ -86,26 +95,48 @@ func (a *memberArena) object(raw []byte) (fields, bool) {
 	return fields{b: raw, members: a.indexValid(raw), arena: a}, true
 }
 
-// array returns the elements of validated JSON text that should be an
+// elements iterates over the elements of a validated JSON array, one at a
+// time, so that a batch is never held as a list of its records.
+type elements struct {
+	b []byte
+	i int
+}
+
+// elementsOf returns the elements of validated JSON text that should be an
 // array, and false when it is not an array.
-func (a *memberArena) array(raw []byte) ([][]byte, bool) {
+func elementsOf(raw []byte) (elements, bool) {
 	raw = trimSpace(raw)
 	if len(raw) == 0 || raw[0] != '[' {
+		return elements{}, false
+	}
+	i := skipSpace(raw, 1)
+	if raw[i] == ']' {
+		i = len(raw)
+	}
+	return elements{b: raw, i: i}, true
+}
+
+func (e *elements) next() ([]byte, bool) {
+	if e.i >= len(e.b) {
 		return nil, false
 	}
-	members := a.indexValid(raw)
-	out := make([][]byte, len(members))
-	for i, m := range members {
-		out[i] = raw[m.val.start:m.val.end]
+	start := e.i
+	end := skipValue(e.b, start)
+	e.i = skipSpace(e.b, end)
+	if e.b[e.i] == ',' {
+		e.i = skipSpace(e.b, e.i+1)
+	} else {
+		e.i = len(e.b) // the closing bracket
 	}
-	return out, true
+	return e.b[start:end], true
 }
 
 // key returns member m's key, decoded if it is escaped. An unescaped key
 // views the text without a copy: callers compare it and never keep it.
 func (f fields) key(m *member) (string, bool) {
-	raw := f.b[m.key.start:m.key.end]
-	if !m.escaped {
+	k := m.keySpan()
+	raw := f.b[k.start:k.end]
+	if !m.escaped() {
 		return unsafeString(raw[1 : len(raw)-1]), true
 	}
 	return string(appendUnquoted(nil, raw)), true
@@ -115,7 +146,7 @@ func (f fields) key(m *member) (string, bool) {
 func (f fields) raw(key string) []byte {
 	for i := len(f.members) - 1; i >= 0; i-- {
 		m := &f.members[i]
-		if !m.escaped && m.key.end-m.key.start != len(key)+2 {
+		if !m.escaped() && int(m.key.end-m.key.start) != len(key)+2 {
 			continue // cannot be key: skip the comparison
 		}
 		if k, ok := f.key(m); ok && k == key {
@@ -142,7 +173,7 @@ func jsonString(raw []byte) (string, bool) {
 	if bytes.IndexByte(inner, '\\') < 0 {
 		return string(inner), true
 	}
-	return string(appendUnquoted(nil, raw)), true
+	return unsafeString(appendUnquoted(nil, raw)), true // never written again
 }
 
 // stringView returns the contents of a raw JSON string of validated text:
@@ -168,102 +199,85 @@ func (f fields) object(key string) fields {
 	return o
 }
 
-// present reports whether the field is present and non-empty in the sense of
-// Elastic's CloudTrail pipeline, which drops null and empty-string values
-// before it sets event.outcome. A JSON string of any escape decodes to a
-// non-empty string, so only `""` is empty.
-func (f fields) present(key string) bool {
-	raw := f.raw(key)
-	return raw != nil && string(raw) != "null" && string(raw) != `""`
-}
-
 // record is one CloudTrail record.
 type record struct {
 	raw []byte
 	f   fields
 }
 
-func (r *record) failed() bool { return r.f.present("errorCode") || r.f.present("errorMessage") }
+// left reports whether the raw JSON value is left after Elastic's pipeline
+// drops null, "" and the objects and arrays holding nothing else,
+// recursively: whether it is present in the pipeline's sense. A JSON
+// string of any escape decodes to a non-empty string.
+func (s *Scanner) left(raw []byte) bool {
+	switch {
+	case raw == nil || string(raw) == "null" || string(raw) == `""`:
+		return false
+	case raw[0] == '{' || raw[0] == '[':
+		return s.walker.walk(raw, nil, false).nonEmpty
+	}
+	return true
+}
+
+// maxFlattened is the length up to which Elastic's pipeline keeps an object
+// in aws.cloudtrail.flattened.* (a keyword's longest term is 32766 bytes).
+const maxFlattened = 32766
+
+// outcome is event.outcome as Elastic's CloudTrail pipeline sets it:
+// failure when errorCode or errorMessage is left after pruning, else
+// success; for ConsoleLogin, the lowercased responseElements.ConsoleLogin
+// when the pipeline can read it (a non-empty string, in an object whose
+// flattened text it keeps).
+func (s *Scanner) outcome(f fields, name []byte) string {
+	out := OutcomeSuccess
+	if s.left(f.raw("errorCode")) || s.left(f.raw("errorMessage")) {
+		out = OutcomeFailure
+	}
+	if string(name) != "ConsoleLogin" {
+		return out
+	}
+	re := f.raw("responseElements")
+	o, ok := s.arena.object(re)
+	if !ok {
+		return out
+	}
+	v, ok := stringView(o.raw("ConsoleLogin"), nil)
+	if !ok || len(v) == 0 || s.walker.walk(re, nil, true).n >= maxFlattened {
+		return out
+	}
+	return asciiLower(v)
+}
+
+// asciiLower is Java's toLowerCase(Locale.ROOT) as far as comparing with
+// "success" and "failure" goes: no other character lowers to one of their
+// letters.
+func asciiLower(b []byte) string {
+	l := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		l[i] = c
+	}
+	return string(l)
+}
 
 // markersIn returns the set of markers (bit i: m.markers[i]) that a key or
-// string value of the request parameters raw contains, at any depth. Elastic
-// flattens them into one "{key=value, ...}" string; a marker has none of
-// the characters that flattening puts between keys and values
-// (checkMarker), so it occurs there only inside one key or one value, and
-// the two tests agree.
-func (s *Scanner) markersIn(raw []byte) uint64 {
-	var found uint64
-	for i, mk := range s.m.markers {
-		if !bytes.Contains(raw, mk) && !s.m.prefilter.hasSuspectEscape(raw) {
-			continue // by the prefilter's argument, no decoded string holds it
-		}
-		if s.arena.containsDeep(raw, mk) {
-			found |= 1 << i
-		}
+// string of the request parameters raw contains, at any depth, after
+// Elastic's pipeline has pruned them (walker). Elastic flattens them into
+// one "{key=value, ...}" string; a marker has none of the characters that
+// flattening puts between keys and values (checkMarker), so it occurs there
+// only inside one key or one value, and the two tests agree.
+func (s *Scanner) markersIn(raw []byte) uint32 {
+	literal := false
+	for _, mk := range s.m.markers {
+		literal = literal || bytes.Contains(raw, mk)
 	}
-	return found
-}
-
-// containsDeep reports whether a key or string value of the validated JSON
-// value raw, at any depth, contains s once decoded.
-func (a *memberArena) containsDeep(raw, s []byte) bool {
-	raw = trimSpace(raw)
-	if len(raw) == 0 {
-		return false
+	if !literal && !s.m.prefilter.hasSuspectEscape(raw) {
+		return 0 // by the prefilter's argument, no decoded string holds one
 	}
-	switch raw[0] {
-	case '"':
-		return stringContains(raw, s)
-	case '{', '[':
-		for _, m := range a.indexValid(raw) {
-			if raw[0] == '{' && stringContains(raw[m.key.start:m.key.end], s) {
-				return true
-			}
-			if a.containsDeep(raw[m.val.start:m.val.end], s) {
-				return true
-			}
-		}
-	}
-	return false
+	return s.walker.walk(raw, s.m.markers, false).found
 }
-
-// stringContains reports whether the quoted JSON string raw contains s once
-// decoded; only a string with an escape is decoded.
-func stringContains(raw, s []byte) bool {
-	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return bytes.Contains(inner, s)
-	}
-	var buf [128]byte
-	return bytes.Contains(appendUnquoted(buf[:0], raw), s)
-}
-
-// ecsDoc holds the fields of an ECS document that rules read.
-type ecsDoc struct {
-	raw               []byte
-	f                 fields
-	event             fields
-	action            string
-	outcome           string
-	requestParameters string
-	datasets          [2]string // event.dataset, data_stream.dataset
-}
-
-func newECSDoc(raw []byte, f fields) *ecsDoc {
-	d := &ecsDoc{raw: raw, f: f, event: f.object("event")}
-	d.action = d.event.string("action")
-	d.outcome = d.event.string("outcome")
-	d.datasets[0] = d.event.string("dataset")
-	d.datasets[1] = f.object("data_stream").string("dataset")
-	d.requestParameters = f.object("aws").object("cloudtrail").string("request_parameters")
-	return d
-}
-
-func (d *ecsDoc) isCloudTrail() bool {
-	return d.datasets[0] == "aws.cloudtrail" || d.datasets[1] == "aws.cloudtrail"
-}
-
-func containsString(s string, sub []byte) bool { return strings.Contains(s, string(sub)) }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
@@ -281,8 +295,8 @@ func trimSpace(b []byte) []byte {
 // The event fields of a finding are copied out of decoded values, so a
 // Finding never aliases the Scanner's buffers.
 
-func recordEvent(r *record) Event {
-	e := Event{Original: bytes.Clone(trimSpace(r.raw))}
+func recordEvent(r *record, outcome string) Event {
+	e := Event{Original: bytes.Clone(trimSpace(r.raw)), Outcome: outcome}
 	var strs stringCopier
 	var identity, params []byte
 	// One pass over the members; a later duplicate overwrites an earlier
@@ -332,10 +346,6 @@ func recordEvent(r *record) Event {
 				e.UserIdentity.UserName = strs.copy(val)
 			}
 		})
-	}
-	e.Outcome = "success"
-	if r.failed() {
-		e.Outcome = "failure"
 	}
 	e.RequestParameters = bytes.Clone(params)
 	if p, ok := r.f.arena.object(params); ok {
@@ -395,81 +405,6 @@ func (c *stringCopier) copy(raw []byte) string {
 		c.block = append(c.block, inner...)
 	}
 	return unsafeString(c.block[start:len(c.block):len(c.block)])
-}
-
-func ecsEvent(d *ecsDoc) Event {
-	ct := d.f.object("aws").object("cloudtrail")
-	uid := ct.object("user_identity")
-	flat := ct.object("flattened").object("request_parameters")
-	source := d.f.object("source")
-	ip := source.string("ip")
-	if ip == "" {
-		ip = source.string("address")
-	}
-	account := d.f.object("cloud").object("account").string("id")
-	if account == "" {
-		account = ct.string("recipient_account_id")
-	}
-	e := Event{
-		EventID:            d.event.string("id"),
-		EventTime:          d.f.string("@timestamp"),
-		EventName:          d.action,
-		EventSource:        d.event.string("provider"),
-		AWSRegion:          d.f.object("cloud").string("region"),
-		RecipientAccountID: account,
-		ErrorCode:          ct.string("error_code"),
-		ErrorMessage:       ct.string("error_message"),
-		SourceIPAddress:    ip,
-		UserAgent:          d.f.object("user_agent").string("original"),
-		UserIdentity: Identity{
-			Type:        uid.string("type"),
-			ARN:         uid.string("arn"),
-			AccessKeyID: uid.string("access_key_id"),
-			AccountID:   account,
-		},
-		Outcome:           d.outcome,
-		RequestParameters: []byte(d.requestParameters),
-		PolicyARN:         flat.string("policyArn"),
-		PolicyName:        flat.string("policyName"),
-		Original:          bytes.Clone(trimSpace(d.raw)),
-	}
-	if e.PolicyARN == "" {
-		e.PolicyARN = flatValue(d.requestParameters, "policyArn")
-	}
-	if e.PolicyName == "" {
-		e.PolicyName = flatValue(d.requestParameters, "policyName")
-	}
-	// The target: Elastic's flattened object, else the fields its pipeline
-	// copies userName and groupName to, else the flattened text.
-	var targets [len(targetParams)]string
-	for i, p := range targetParams {
-		targets[i] = flat.string(p.param)
-	}
-	if targets[0] == "" {
-		targets[0] = d.f.object("user").object("target").string("name")
-	}
-	if targets[2] == "" {
-		targets[2] = d.f.object("group").string("name")
-	}
-	for i, p := range targetParams {
-		if targets[i] == "" {
-			targets[i] = flatValue(d.requestParameters, p.param)
-		}
-	}
-	e.TargetKind, e.TargetName = chooseTarget(e.EventName, targets)
-	return e
-}
-
-// flatValue reads key from Elastic's flattened "{k1=v1, k2=v2}" text. It is
-// only used to report a finding, never to decide one.
-func flatValue(flat, key string) string {
-	flat = strings.TrimSuffix(strings.TrimPrefix(flat, "{"), "}")
-	for _, kv := range strings.Split(flat, ", ") {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			return v
-		}
-	}
-	return ""
 }
 
 // unsafeString views b as a string without copying. Callers guarantee that

@@ -19,6 +19,9 @@ var (
 	ErrBadCompression = errors.New("bad compression")
 	// ErrUnknownShape: valid JSON in none of the shapes CloudTrail is delivered in.
 	ErrUnknownShape = errors.New("unknown shape")
+	// ErrTooComplex: a JSON document in the value nests deeper, or holds
+	// more object members or array elements, than Config allows.
+	ErrTooComplex = errors.New("too complex")
 	// ErrInternal: the matcher itself panicked on the value, a bug; the
 	// panic was recovered so the value can be set aside and looked at.
 	ErrInternal = errors.New("internal error")
@@ -30,6 +33,7 @@ var errorClasses = map[error]string{
 	ErrBadEncoding:    "bad_encoding",
 	ErrBadCompression: "bad_compression",
 	ErrUnknownShape:   "unknown_shape",
+	ErrTooComplex:     "too_complex",
 	ErrInternal:       "internal_error",
 }
 

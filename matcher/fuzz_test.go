@@ -53,9 +53,9 @@ func FuzzMatcher(f *testing.F) {
 	strict := mustNew(f, withRules(every, true))
 	defaultScanner, fastScanner, strictScanner := fastDefault.NewScanner(), fast.NewScanner(), strict.NewScanner()
 	f.Fuzz(func(t *testing.T, value []byte) {
-		want, malformed := reference(value, fast.rules, fast.maxValueBytes, fast.maxDecodedBytes)
+		want, malformed := reference(value, fast)
 
-		wantDefault, _ := reference(value, fastDefault.rules, fast.maxValueBytes, fast.maxDecodedBytes)
+		wantDefault, _ := reference(value, fastDefault)
 		if got := findingsOf(defaultScanner.Match(value, nil)); !slices.Equal(got, wantDefault) {
 			t.Fatalf("default rule: fast path findings %v, reference %v", got, wantDefault)
 		}

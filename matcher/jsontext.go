@@ -4,22 +4,52 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/bits"
+	"slices"
 	"unicode/utf16"
 	"unicode/utf8"
 )
 
-// maxDepth is encoding/json's nesting limit, so that this validator and the
-// reference evaluator agree on what is too deep.
-const maxDepth = 10000
+// jsonMaxDepth is encoding/json's nesting limit, which the indexer keeps
+// when it is given no limits of its own (FuzzIndexer holds it to
+// encoding/json.Valid).
+const jsonMaxDepth = 10000
 
-// span is b[start:end] of the text being indexed.
-type span struct{ start, end int }
+// span is b[start:end] of the text being indexed. Offsets are 32 bits: a
+// text is at most Config.MaxDecodedBytes, which New keeps under 1 GiB, and
+// an index of a million members then takes 20 MB rather than 40.
+type span struct{ start, end int32 }
+
+// limits caps what one JSON document may hold (Config.MaxDepth,
+// MaxMembers, MaxElements); zero values mean encoding/json's depth and no
+// count limit.
+type limits struct {
+	depth, members, elements int
+}
 
 // member is one member of a top-level object (key and value) or array
-// (value only). escaped says the key holds a backslash escape.
+// (value only), in 16 bytes: a document may have a million of them at its
+// top level (Config.MaxMembers). Whether the key holds a backslash escape
+// rides in the sign of key.start (newMember, escaped, keySpan).
 type member struct {
 	key, val span
-	escaped  bool
+}
+
+func newMember(key, val span, escaped bool) member {
+	if escaped {
+		key.start = ^key.start
+	}
+	return member{key: key, val: val}
+}
+
+func (m *member) escaped() bool { return m.key.start < 0 }
+
+// keySpan is the key's raw text, quotes included.
+func (m *member) keySpan() span {
+	k := m.key
+	if k.start < 0 {
+		k.start = ^k.start
+	}
+	return k
 }
 
 // indexer validates JSON text as encoding/json.Valid does (RFC 8259, at most
@@ -32,6 +62,11 @@ type indexer struct {
 	i       int
 	members []member
 	escaped bool // the last string accepted held an escape
+
+	lim                 limits
+	nMembers, nElements int
+	// over names the limit the text went past when index failed on one.
+	over string
 }
 
 // index validates b and returns the top-level members (none for a scalar),
@@ -44,6 +79,10 @@ func (x *indexer) index(b []byte) (members []member, kind byte, errAt int) {
 		x.members = make([]member, 0, 32)
 	}
 	x.b, x.i, x.members = b, 0, x.members[:0]
+	x.nMembers, x.nElements, x.over = 0, 0, ""
+	if x.lim.depth == 0 {
+		x.lim.depth = jsonMaxDepth
+	}
 	x.space()
 	if x.i < len(b) {
 		kind = b[x.i]
@@ -85,8 +124,19 @@ func (x *indexer) value(depth int) bool {
 	}
 }
 
+// tooDeep reports whether depth is past the limit, and says so.
+func (x *indexer) tooDeep(depth int) bool {
+	if depth <= x.lim.depth {
+		return false
+	}
+	if x.lim.depth != jsonMaxDepth {
+		x.over = "depth"
+	}
+	return true
+}
+
 func (x *indexer) object(depth int) bool {
-	if depth > maxDepth {
+	if x.tooDeep(depth) {
 		return false
 	}
 	x.i++ // {
@@ -99,11 +149,15 @@ func (x *indexer) object(depth int) bool {
 		if x.i >= len(x.b) || x.b[x.i] != '"' {
 			return false
 		}
-		key := span{x.i, 0}
+		if x.nMembers++; x.lim.members > 0 && x.nMembers > x.lim.members {
+			x.over = "members"
+			return false
+		}
+		key := span{int32(x.i), 0}
 		if !x.str() {
 			return false
 		}
-		key.end = x.i
+		key.end = int32(x.i)
 		escaped := x.escaped
 		x.space()
 		if x.i >= len(x.b) || x.b[x.i] != ':' {
@@ -111,13 +165,13 @@ func (x *indexer) object(depth int) bool {
 		}
 		x.i++
 		x.space()
-		val := span{x.i, 0}
+		val := span{int32(x.i), 0}
 		if !x.value(depth) {
 			return false
 		}
 		if depth == 1 {
-			val.end = x.i
-			x.members = append(x.members, member{key: key, val: val, escaped: escaped})
+			val.end = int32(x.i)
+			x.members = append(grow(x.members), newMember(key, val, escaped))
 		}
 		x.space()
 		if x.i >= len(x.b) {
@@ -137,7 +191,7 @@ func (x *indexer) object(depth int) bool {
 }
 
 func (x *indexer) array(depth int) bool {
-	if depth > maxDepth {
+	if x.tooDeep(depth) {
 		return false
 	}
 	x.i++ // [
@@ -147,13 +201,17 @@ func (x *indexer) array(depth int) bool {
 		return true
 	}
 	for {
-		val := span{x.i, 0}
+		if x.nElements++; x.lim.elements > 0 && x.nElements > x.lim.elements {
+			x.over = "elements"
+			return false
+		}
+		val := span{int32(x.i), 0}
 		if !x.value(depth) {
 			return false
 		}
 		if depth == 1 {
-			val.end = x.i
-			x.members = append(x.members, member{val: val})
+			val.end = int32(x.i)
+			x.members = append(grow(x.members), member{val: val})
 		}
 		x.space()
 		if x.i >= len(x.b) {
@@ -328,19 +386,20 @@ func indexValid(b []byte, members []member) []member {
 		return members
 	}
 	for i < len(b) {
-		var m member
+		var key, val span
+		escaped := false
 		if isObject {
-			m.key.start = i
+			key.start = int32(i)
 			i = skipString(b, i)
-			m.key.end = i
-			m.escaped = bytes.IndexByte(b[m.key.start:i], '\\') >= 0
+			key.end = int32(i)
+			escaped = bytes.IndexByte(b[key.start:i], '\\') >= 0
 			i = skipSpace(b, i)
 			i = skipSpace(b, i+1) // the colon
 		}
-		m.val.start = i
+		val.start = int32(i)
 		i = skipValue(b, i)
-		m.val.end = i
-		members = append(members, m)
+		val.end = int32(i)
+		members = append(grow(members), newMember(key, val, escaped))
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] != ',' {
 			break
@@ -412,12 +471,25 @@ func skipValue(b []byte, i int) int {
 	return i
 }
 
+// grow returns s with room for one more element, doubling its capacity
+// when it is full: a large index then costs two copies of itself at most,
+// not the five that append's growth of a quarter leaves behind.
+func grow[T any](s []T) []T {
+	if len(s) < cap(s) {
+		return s
+	}
+	return slices.Grow(s, max(len(s), 32))
+}
+
 // appendUnquoted appends the decoded contents of raw, a JSON string (quotes
 // included) that the indexer has accepted, to dst. A surrogate escape that
 // is not half of a pair decodes to U+FFFD, as in encoding/json
 // (FuzzUnquote holds it to encoding/json).
 func appendUnquoted(dst, raw []byte) []byte {
 	s := raw[1 : len(raw)-1]
+	// Room for the result at once: a \u escape of six bytes decodes to
+	// three at most. (A "\\u" miscounts, and append grows as it must.)
+	dst = slices.Grow(dst, max(0, len(s)-3*bytes.Count(s, []byte(`\u`))))
 	for {
 		j := bytes.IndexByte(s, '\\')
 		if j < 0 {

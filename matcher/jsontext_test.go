@@ -34,7 +34,8 @@ func TestIndexerMembers(t *testing.T) {
 	}
 	var got []string
 	for _, mm := range m {
-		got = append(got, string(text[mm.key.start:mm.key.end])+"="+string(text[mm.val.start:mm.val.end]))
+		k := mm.keySpan()
+		got = append(got, string(text[k.start:k.end])+"="+string(text[mm.val.start:mm.val.end]))
 	}
 	if strings.Join(got, " ") != `"a"=1 "b"={"c":[2]} "d"="e\"f"` {
 		t.Errorf("members: %v", got)
@@ -91,7 +92,7 @@ func TestSpecialBytesFirstFlag(t *testing.T) {
 // FuzzIndexValid holds indexValid, which trusts its input, to the
 // validating indexer on every input the latter accepts.
 func FuzzIndexValid(f *testing.F) {
-	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `{"a\"b":"c\\","d":{"e":"]"}}`, `[1,"x",{}]`, ` {} `, `{"k\n":true}`} {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `{"a\"b":"c\\","d":{"e":"]"}}`, `[1,"x",{}]`, ` {} `, `{"k\n":true}`, ` [ 1 , "]" , [] ] `} {
 		f.Add([]byte(s))
 	}
 	var x indexer
@@ -99,6 +100,19 @@ func FuzzIndexValid(f *testing.F) {
 		want, _, errAt := x.index(b)
 		if errAt >= 0 {
 			return
+		}
+		if it, ok := elementsOf(b); ok {
+			// The iterator over an array gives the indexer's elements.
+			var n int
+			for e, ok := it.next(); ok; e, ok = it.next() {
+				if n >= len(want) || string(e) != string(b[want[n].val.start:want[n].val.end]) {
+					t.Fatalf("%q: element %d is %q", b, n, e)
+				}
+				n++
+			}
+			if n != len(want) {
+				t.Fatalf("%q: %d elements, indexer says %d", b, n, len(want))
+			}
 		}
 		got := indexValid(b, nil)
 		if len(got) != len(want) {

@@ -116,7 +116,7 @@ func TestLeniencies(t *testing.T) {
 			if got := findingsOf(val); !slices.Equal(got, c.want) {
 				t.Errorf("validating: findings %v, want %v (error %v)", got, c.want, val.Err)
 			}
-			ref, malformed := reference(c.value, strict.rules, strict.maxValueBytes, strict.maxDecodedBytes)
+			ref, malformed := reference(c.value, strict)
 			if !slices.Equal(ref, c.want) || malformed != (c.err != nil) {
 				t.Errorf("reference: findings %v, malformed %v", ref, malformed)
 			}

@@ -25,15 +25,27 @@
 package matcher
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 )
 
-// Defaults for Config.
+// Defaults for Config. The limits on a JSON document are far above what
+// real CloudTrail holds: the 667 public records of ../shared/corpus nest 11
+// levels at most and hold at most 173 members and 21 elements each, 35
+// bytes of JSON per member or element on average, so that a CloudTrail log
+// file of 1 MB compressed (about 15 MB inflated) holds some 400,000.
 const (
 	DefaultMaxValueBytes   = 1 << 20  // Kafka's default max.message.bytes
 	DefaultMaxDecodedBytes = 32 << 20 // a CloudWatch Logs batch decompresses to at most a few MB
+	DefaultMaxDepth        = 512
+	DefaultMaxMembers      = 1 << 20
+	DefaultMaxElements     = 1 << 20
 )
+
+// maxBytes bounds MaxValueBytes and MaxDecodedBytes: the index keeps 32-bit
+// offsets.
+const maxBytes = 1 << 30
 
 // Config says what to match and how much input to accept.
 type Config struct {
@@ -44,6 +56,13 @@ type Config struct {
 	// MaxDecodedBytes rejects compressed payloads that inflate past it (a
 	// decompression bomb) with ErrTooLarge.
 	MaxDecodedBytes int
+	// MaxDepth, MaxMembers and MaxElements limit each JSON document a value
+	// holds (the value itself, a CloudWatch Logs payload, a record carried
+	// as a string): how deep it nests, how many object members and how many
+	// array elements it has in all. A document past one is refused with
+	// ErrTooComplex, so that what the index and the search hold per value,
+	// and the time they take, stay bounded.
+	MaxDepth, MaxMembers, MaxElements int
 	// Validate fully validates every value, not only those the prefilter
 	// passes, so that every malformed record is reported. It costs a full
 	// JSON scan of every record.
@@ -61,6 +80,7 @@ type Matcher struct {
 	prefilter       prefilter
 	maxValueBytes   int
 	maxDecodedBytes int
+	limits          limits
 	validate        bool
 }
 
@@ -71,9 +91,14 @@ type Matcher struct {
 func New(cfg Config) (*Matcher, error) {
 	m := &Matcher{
 		rules:           cfg.Rules,
-		maxValueBytes:   cfg.MaxValueBytes,
-		maxDecodedBytes: cfg.MaxDecodedBytes,
-		validate:        cfg.Validate,
+		maxValueBytes:   cmp.Or(cfg.MaxValueBytes, DefaultMaxValueBytes),
+		maxDecodedBytes: cmp.Or(cfg.MaxDecodedBytes, DefaultMaxDecodedBytes),
+		limits: limits{
+			depth:    cmp.Or(cfg.MaxDepth, DefaultMaxDepth),
+			members:  cmp.Or(cfg.MaxMembers, DefaultMaxMembers),
+			elements: cmp.Or(cfg.MaxElements, DefaultMaxElements),
+		},
+		validate: cfg.Validate,
 	}
 	if m.rules == nil {
 		m.rules = []*Rule{ElasticQuarantineRule}
@@ -86,16 +111,32 @@ func New(cfg Config) (*Matcher, error) {
 		return nil, err
 	}
 	m.prefilter = newPrefilter(m.markers)
-	if m.maxValueBytes == 0 {
-		m.maxValueBytes = DefaultMaxValueBytes
-	}
-	if m.maxDecodedBytes == 0 {
-		m.maxDecodedBytes = DefaultMaxDecodedBytes
-	}
-	if m.maxValueBytes < 0 || m.maxDecodedBytes < 0 {
-		return nil, fmt.Errorf("matcher: size limits must be positive, got value %d, decoded %d", m.maxValueBytes, m.maxDecodedBytes)
+	for _, l := range []struct {
+		name     string
+		v, limit int
+	}{
+		{"MaxValueBytes", m.maxValueBytes, maxBytes},
+		{"MaxDecodedBytes", m.maxDecodedBytes, maxBytes},
+		{"MaxDepth", m.limits.depth, jsonMaxDepth},
+		{"MaxMembers", m.limits.members, maxBytes},
+		{"MaxElements", m.limits.elements, maxBytes},
+	} {
+		if l.v < 0 || l.v > l.limit {
+			return nil, fmt.Errorf("matcher: %s is %d, want 1 to %d (0: the default)", l.name, l.v, l.limit)
+		}
 	}
 	return m, nil
+}
+
+// overLimit says which limit a document went past (indexer.over).
+func (m *Matcher) overLimit(over string) string {
+	switch over {
+	case "depth":
+		return fmt.Sprintf("a JSON document nests deeper than %d levels (MaxDepth)", m.limits.depth)
+	case "members":
+		return fmt.Sprintf("a JSON document has more than %d object members (MaxMembers)", m.limits.members)
+	}
+	return fmt.Sprintf("a JSON document has more than %d array elements (MaxElements)", m.limits.elements)
 }
 
 // Rules returns the rules this Matcher evaluates.

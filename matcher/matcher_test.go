@@ -197,7 +197,7 @@ func matchCases(t testing.TB) []matchCase {
 		{name: "syntax error inside, validated", value: bytes.Replace(other, []byte(`"readOnly":false`), []byte(`"readOnly":fals`), 1), validate: true, err: ErrMalformedJSON},
 		{name: "invalid UTF-8 with the marker", value: quarantine(t, "test-user", "test-\xff\xfe-user"), err: ErrBadEncoding},
 		{name: "NUL byte with the marker", value: quarantine(t, "test-user", "test-\x00-user"), err: ErrMalformedJSON},
-		{name: "nested 100,000 deep", value: deep, err: ErrMalformedJSON},
+		{name: "nested 100,000 deep", value: deep, err: ErrTooComplex},
 		{name: "gzip magic, garbage body", value: []byte("\x1f\x8b\x08\x00garbage"), err: ErrBadCompression},
 		{name: "base64 prefix, garbage", value: []byte("H4sI!!!!"), err: ErrBadCompression},
 		{name: "awslogs prefix and suffix overlapping (found by fuzzing)", value: []byte(`{"awslogs":{"data":"}}`), validate: true, err: ErrMalformedJSON},
@@ -240,7 +240,7 @@ func TestMatch(t *testing.T) {
 				t.Errorf("error = %v, want %v", res.Err, c.err)
 			}
 			// The reference evaluator agrees on every case.
-			ref, malformed := reference(c.value, m.rules, m.maxValueBytes, m.maxDecodedBytes)
+			ref, malformed := reference(c.value, m)
 			if !slices.Equal(ref, c.want) {
 				t.Errorf("reference findings = %v, want %v", ref, c.want)
 			}

@@ -113,7 +113,7 @@ func TestRulesAreData(t *testing.T) {
 			if got := findingsOf(val); !slices.Equal(got, c.want) {
 				t.Errorf("validating: findings %v, want %v", got, c.want)
 			}
-			if ref, malformed := reference(c.value, rules, fast.maxValueBytes, fast.maxDecodedBytes); malformed || !slices.Equal(ref, c.want) {
+			if ref, malformed := reference(c.value, fast); malformed || !slices.Equal(ref, c.want) {
 				t.Errorf("reference: %v (malformed %v), want %v", ref, malformed, c.want)
 			}
 		})

@@ -3,12 +3,14 @@ package matcher
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"slices"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/klauspost/compress/gzip"
 	"golang.org/x/sys/cpu"
@@ -20,13 +22,13 @@ type Scanner struct {
 	m        *Matcher
 	gz       *gzip.Reader
 	gzInput  bytes.Reader
-	gzLimit  io.LimitedReader
-	inflated bytes.Buffer
+	inflated []byte
 	b64      []byte
 	// screened is set when the prefilter rejected the value or a payload
 	// inside it, so its errors, if any, went unreported by design.
 	screened bool
 	arena    memberArena
+	walker   walker
 	// name holds a record's eventName when it has to be decoded.
 	name []byte
 	// Scanners of one Pool are allocated together and each writes its own
@@ -36,6 +38,11 @@ type Scanner struct {
 
 // NewScanner returns a Scanner for m.
 func (m *Matcher) NewScanner() *Scanner { return &Scanner{m: m} }
+
+// keepBytes is how much buffer a Scanner keeps between values: a value that
+// needed more (a large payload inflated) gives it back when it is done, so
+// that one such value does not stay resident in every worker.
+const keepBytes = 4 << 20
 
 // Match evaluates one record value. Findings are appended to dst[:0], which
 // lets a caller reuse the slice across values.
@@ -50,9 +57,27 @@ func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
 			res.Findings = res.Findings[:0]
 			res.Err = inputError(ErrInternal, -1, -1, "%v", p)
 		}
+		s.trim()
 	}()
 	s.match(value, &res)
 	return res
+}
+
+// trim drops the buffers a value grew past keepBytes.
+func (s *Scanner) trim() {
+	if cap(s.inflated) > keepBytes {
+		s.inflated = nil
+	}
+	if cap(s.b64) > keepBytes {
+		s.b64 = nil
+	}
+	if cap(s.arena.buf)*int(unsafe.Sizeof(member{})) > keepBytes {
+		s.arena.buf = nil
+	}
+	w := &s.walker
+	if cap(w.stack)*int(unsafe.Sizeof(walkEntry{})) > keepBytes || cap(w.keys) > keepBytes || cap(w.buf) > keepBytes || cap(w.order)*4 > keepBytes {
+		*w = walker{}
+	}
 }
 
 const gzipMagic = "\x1f\x8b"
@@ -132,13 +157,19 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 	switch {
 	case top.has("Records"):
 		res.Shape = ShapeS3Object
-		records, ok := s.arena.array(top.raw("Records"))
+		records, ok := elementsOf(top.raw("Records"))
 		if !ok {
 			res.fail(inputError(ErrUnknownShape, -1, -1, "Records is not an array"))
 			return
 		}
-		for i, r := range records {
+		for i := 0; ; i++ {
+			r, ok := records.next()
+			if !ok {
+				break
+			}
+			mark := s.arena.mark()
 			s.evalRecord(r, i, res)
+			s.arena.rewind(mark)
 		}
 	case top.has("awslogs"):
 		data, ok := top.object("awslogs").str("data")
@@ -157,12 +188,12 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 	case top.has("eventName"):
 		res.Shape = ShapeRecord
 		s.evalFields(top, 0, res)
-	case top.object("event").has("action"):
+	case top.ecsHas("event.action"):
 		res.Shape = ShapeECS
 		d := newECSDoc(text, top)
 		for i := range s.m.compiled {
 			if c := &s.m.compiled[i]; s.ecsMatches(c, d) {
-				res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: ecsEvent(d), Shape: ShapeECS})
+				res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: ecsEvent(d, c), Shape: ShapeECS})
 			}
 		}
 	case top.has("message"):
@@ -215,24 +246,38 @@ func (s *Scanner) evalLogEvents(payload fields, res *Result) {
 	if payload.string("messageType") == "CONTROL_MESSAGE" {
 		return
 	}
-	events, ok := s.arena.array(payload.raw("logEvents"))
+	events, ok := elementsOf(payload.raw("logEvents"))
 	if !ok {
 		res.fail(inputError(ErrUnknownShape, -1, -1, "logEvents is not an array"))
 		return
 	}
-	for i, e := range events {
-		ev, ok := s.arena.object(e)
+	for i := 0; ; i++ {
+		e, ok := events.next()
 		if !ok {
-			res.fail(inputError(ErrUnknownShape, i, -1, "log event is not an object"))
-			continue
+			return
 		}
-		msg, ok := ev.str("message")
-		if !ok {
-			res.fail(inputError(ErrUnknownShape, i, -1, "log event has no message string"))
-			continue
-		}
-		s.evalRecordText(unsafeBytes(msg), i, res)
+		mark := s.arena.mark()
+		s.evalLogEvent(e, i, res)
+		s.arena.rewind(mark)
 	}
+}
+
+func (s *Scanner) evalLogEvent(e []byte, i int, res *Result) {
+	ev, ok := s.arena.object(e)
+	if !ok {
+		if res.Err == nil {
+			res.fail(inputError(ErrUnknownShape, i, -1, "log event is not an object"))
+		}
+		return
+	}
+	msg, ok := ev.str("message")
+	if !ok {
+		if res.Err == nil {
+			res.fail(inputError(ErrUnknownShape, i, -1, "log event has no message string"))
+		}
+		return
+	}
+	s.evalRecordText(unsafeBytes(msg), i, res)
 }
 
 // evalRecordText evaluates a record carried as a string, which has not been
@@ -257,47 +302,36 @@ func (s *Scanner) evalRecord(raw []byte, index int, res *Result) {
 // outcome, then the markers in the request parameters.
 func (s *Scanner) evalFields(f fields, index int, res *Result) {
 	if f.b == nil {
-		res.fail(inputError(ErrUnknownShape, index, -1, "record is not a JSON object"))
+		if res.Err == nil {
+			res.fail(inputError(ErrUnknownShape, index, -1, "record is not a JSON object"))
+		}
 		return
 	}
 	r := &record{raw: f.b, f: f}
 	name, _ := stringView(f.raw("eventName"), s.name[:0])
 	var (
-		failed, found         = false, uint64(0)
-		haveFailed, haveFound = false, false
+		outcome   string
+		found     uint32
+		haveFound bool
 	)
 	for i := range s.m.compiled {
 		c := &s.m.compiled[i]
 		if !c.wants(unsafeString(name)) {
 			continue
 		}
-		if !haveFailed {
-			failed, haveFailed = r.failed(), true
+		if outcome == "" {
+			outcome = s.outcome(f, name)
 		}
-		if failed != c.failure {
+		if outcome != c.outcome {
 			continue
 		}
 		if !haveFound {
 			found, haveFound = s.markersIn(f.raw("requestParameters")), true
 		}
 		if found&c.markers != 0 {
-			res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: recordEvent(r), Shape: res.Shape, Index: index})
+			res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: recordEvent(r, outcome), Shape: res.Shape, Index: index})
 		}
 	}
-}
-
-// ecsMatches evaluates a rule on an ECS document as Elastic has mapped it.
-func (s *Scanner) ecsMatches(c *compiledRule, d *ecsDoc) bool {
-	if !d.isCloudTrail() || !c.wants(d.action) || (d.outcome == OutcomeFailure) != c.failure ||
-		d.outcome != OutcomeSuccess && d.outcome != OutcomeFailure {
-		return false
-	}
-	for i, mk := range s.m.markers {
-		if c.markers&(1<<i) != 0 && strings.Contains(d.requestParameters, unsafeString(mk)) {
-			return true
-		}
-	}
-	return false
 }
 
 // validate runs before anything reads the text: the indexer accepts what
@@ -311,7 +345,11 @@ func (s *Scanner) validate(text []byte, index int) (fields, *InputError) {
 		return fields{}, inputError(ErrBadEncoding, index, int64(firstInvalidUTF8(text)), "invalid UTF-8")
 	}
 	text = trimSpace(text)
-	members, kind, errAt := s.arena.index(text)
+	members, kind, errAt, over, count := s.arena.index(text, s.m.limits)
+	s.walker.maxEntries = count
+	if over != "" {
+		return fields{}, inputError(ErrTooComplex, index, int64(errAt), "%s", s.m.overLimit(over))
+	}
 	if errAt < 0 {
 		if kind != '{' {
 			return fields{}, nil
@@ -365,7 +403,10 @@ func (s *Scanner) gunzipBase64(text []byte) ([]byte, *InputError) {
 // strictBase64 refuses non-zero pad bits (RFC 4648 section 3.5).
 var strictBase64 = base64.StdEncoding.Strict()
 
-// gunzip inflates into the Scanner's buffer, which is valid until the next call.
+// gunzip inflates into the Scanner's buffer, which is valid until the next
+// call. The buffer is sized once from the gzip trailer's ISIZE, bounded by
+// the limit and by DEFLATE's best ratio (about 1032 to 1), so that a large
+// payload is not copied through a doubling buffer.
 func (s *Scanner) gunzip(b []byte) ([]byte, *InputError) {
 	var err error
 	s.gzInput.Reset(b)
@@ -377,17 +418,41 @@ func (s *Scanner) gunzip(b []byte) ([]byte, *InputError) {
 	if err != nil {
 		return nil, inputError(ErrBadCompression, -1, -1, "gzip: %v", err)
 	}
-	s.inflated.Reset()
-	limit := int64(s.m.maxDecodedBytes)
-	s.gzLimit = io.LimitedReader{R: s.gz, N: limit + 1}
-	n, err := s.inflated.ReadFrom(&s.gzLimit)
-	if err != nil {
-		return nil, inputError(ErrBadCompression, -1, -1, "gzip: %v", err)
+	limit := s.m.maxDecodedBytes
+	size := 0
+	if len(b) >= 4 {
+		size = int(binary.LittleEndian.Uint32(b[len(b)-4:]))
 	}
-	if n > limit {
+	size = min(size, limit, 1032*len(b)) + 1 // room to see the end
+	buf := s.inflated[:0]
+	if cap(buf) < size {
+		// Doubling, within the limit, so that payloads growing a little
+		// at a time do not each cost a new buffer.
+		buf = make([]byte, 0, max(size, min(2*cap(buf), limit+1)))
+	}
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > limit {
+				s.inflated = buf[:0]
+				return nil, inputError(ErrTooLarge, -1, -1, "gzip payload inflates past %d bytes", limit)
+			}
+			buf = slices.Grow(buf, min(len(buf), limit+1-len(buf)))
+		}
+		n, err := s.gz.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			s.inflated = buf[:0]
+			return nil, inputError(ErrBadCompression, -1, -1, "gzip: %v", err)
+		}
+	}
+	s.inflated = buf[:0]
+	if len(buf) > limit {
 		return nil, inputError(ErrTooLarge, -1, -1, "gzip payload inflates past %d bytes", limit)
 	}
-	return s.inflated.Bytes(), nil
+	return buf, nil
 }
 
 func (r *Result) fail(err *InputError) {

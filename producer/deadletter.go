@@ -21,6 +21,7 @@ const (
 	ClassBadEncoding    = "bad_encoding"
 	ClassBadCompression = "bad_compression"
 	ClassUnknownShape   = "unknown_shape"
+	ClassTooComplex     = "too_complex"
 	ClassInternal       = "internal_error"
 	ClassUnknown        = "unknown"
 	// ClassAlertTooLarge: a finding's alert does not fit the alerts topic
@@ -38,6 +39,7 @@ var knownClasses = map[string]bool{
 	ClassBadEncoding:    true,
 	ClassBadCompression: true,
 	ClassUnknownShape:   true,
+	ClassTooComplex:     true,
 	ClassInternal:       true,
 	ClassUnknown:        true,
 	ClassAlertTooLarge:  true,

@@ -1,0 +1,235 @@
+package matcher
+
+import (
+	"bytes"
+	"strings"
+)
+
+// ecsEach calls fn with the raw values of the ECS field path in the object
+// f, however it is spelled: nested ({"event":{"action":...}}), dotted
+// ({"event.action":...}) or mixed ({"event":{"x.y":...}}), and through
+// arrays, whose elements (objects, or values of the field) Elasticsearch
+// indexes all as the one field. Of duplicate keys spelled alike the last
+// wins; two spellings of one field give it two values, as Elasticsearch
+// would. fn returns false to stop; ecsEach returns false when it did.
+func (f fields) ecsEach(path string, fn func(raw []byte) bool) bool {
+	// The keys that can lead to path are its prefixes ending at a dot, one
+	// per length: bit l of seen says the key of length l was taken.
+	var seen uint64
+	for i := len(f.members) - 1; i >= 0; i-- {
+		m := &f.members[i]
+		if !m.escaped() && int(m.key.end-m.key.start-2) > len(path) {
+			continue // too long to lead to path: skip the comparison
+		}
+		k, _ := f.key(m)
+		var rest string
+		switch {
+		case k == path:
+		case len(k) < len(path) && path[len(k)] == '.' && path[:len(k)] == k:
+			rest = path[len(k)+1:]
+		default:
+			continue
+		}
+		if seen&(1<<len(k)) != 0 {
+			continue // an earlier duplicate
+		}
+		seen |= 1 << len(k)
+		if !f.arena.ecsValues(f.b[m.val.start:m.val.end], rest, fn) {
+			return false
+		}
+	}
+	return true
+}
+
+// ecsValues calls fn with the values at path rest inside the raw value ("":
+// the value itself), through arrays.
+func (a *memberArena) ecsValues(raw []byte, rest string, fn func(raw []byte) bool) bool {
+	if it, ok := elementsOf(raw); ok {
+		for e, ok := it.next(); ok; e, ok = it.next() {
+			if !a.ecsValues(e, rest, fn) {
+				return false
+			}
+		}
+		return true
+	}
+	if rest == "" {
+		return fn(trimSpace(raw))
+	}
+	o, ok := a.object(raw)
+	return !ok || o.ecsEach(rest, fn)
+}
+
+// ecsHas reports whether the document has the field path, of any value.
+func (f fields) ecsHas(path string) bool {
+	return !f.ecsEach(path, func([]byte) bool { return false })
+}
+
+// ecsStrings returns the string values of the field path.
+func (f fields) ecsStrings(path string) []string {
+	var out []string
+	f.ecsEach(path, func(raw []byte) bool {
+		if s, ok := jsonString(raw); ok {
+			out = append(out, s)
+		}
+		return true
+	})
+	return out
+}
+
+// ecsString returns the first string value of the field path, or "".
+func (f fields) ecsString(path string) string {
+	var out string
+	f.ecsEach(path, func(raw []byte) bool {
+		s, ok := jsonString(raw)
+		out = s
+		return !ok
+	})
+	return out
+}
+
+// ecsDoc holds the fields of an ECS document that rules read, every value
+// of each.
+type ecsDoc struct {
+	raw        []byte
+	f          fields
+	cloudtrail bool // event.dataset or data_stream.dataset is aws.cloudtrail
+	actions    []string
+	outcomes   []string
+	params     []string // aws.cloudtrail.request_parameters
+}
+
+func newECSDoc(raw []byte, f fields) *ecsDoc {
+	d := &ecsDoc{
+		raw:      raw,
+		f:        f,
+		actions:  f.ecsStrings("event.action"),
+		outcomes: f.ecsStrings("event.outcome"),
+		params:   f.ecsStrings(FieldRequestParameters),
+	}
+	for _, path := range []string{"event.dataset", "data_stream.dataset"} {
+		d.cloudtrail = d.cloudtrail || !f.ecsEach(path, func(raw []byte) bool {
+			return !stringIs(raw, "aws.cloudtrail")
+		})
+	}
+	return d
+}
+
+// stringIs reports whether the raw JSON value is the string want.
+func stringIs(raw []byte, want string) bool {
+	var buf [64]byte
+	s, ok := stringView(raw, buf[:0])
+	return ok && string(s) == want
+}
+
+// ecsMatches evaluates a rule on an ECS document as Elastic has mapped it:
+// a multi-valued field matches when one of its values does, as an
+// Elasticsearch query would.
+func (s *Scanner) ecsMatches(c *compiledRule, d *ecsDoc) bool {
+	if !d.cloudtrail {
+		return false
+	}
+	action, outcome := false, false
+	for _, a := range d.actions {
+		action = action || c.wants(a)
+	}
+	for _, o := range d.outcomes {
+		outcome = outcome || o == c.outcome
+	}
+	if !action || !outcome {
+		return false
+	}
+	for i, mk := range s.m.markers {
+		if c.markers&(1<<i) == 0 {
+			continue
+		}
+		for _, p := range d.params {
+			if strings.Contains(p, unsafeString(mk)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ecsEvent is the finding's event from an ECS document that rule c
+// matched: its event name and outcome are the values c matched on.
+func ecsEvent(d *ecsDoc, c *compiledRule) Event {
+	get := d.f.ecsString
+	ip := get("source.ip")
+	if ip == "" {
+		ip = get("source.address")
+	}
+	account := get("cloud.account.id")
+	if account == "" {
+		account = get("aws.cloudtrail.recipient_account_id")
+	}
+	var params string
+	if len(d.params) > 0 {
+		params = d.params[0]
+	}
+	e := Event{
+		EventID:            get("event.id"),
+		EventTime:          get("@timestamp"),
+		EventSource:        get("event.provider"),
+		AWSRegion:          get("cloud.region"),
+		RecipientAccountID: account,
+		ErrorCode:          get("aws.cloudtrail.error_code"),
+		ErrorMessage:       get("aws.cloudtrail.error_message"),
+		SourceIPAddress:    ip,
+		UserAgent:          get("user_agent.original"),
+		UserIdentity: Identity{
+			Type:        get("aws.cloudtrail.user_identity.type"),
+			ARN:         get("aws.cloudtrail.user_identity.arn"),
+			AccessKeyID: get("aws.cloudtrail.user_identity.access_key_id"),
+			AccountID:   account,
+		},
+		Outcome:           c.outcome,
+		RequestParameters: []byte(params),
+		PolicyARN:         get("aws.cloudtrail.flattened.request_parameters.policyArn"),
+		PolicyName:        get("aws.cloudtrail.flattened.request_parameters.policyName"),
+		Original:          bytes.Clone(trimSpace(d.raw)),
+	}
+	for _, a := range d.actions {
+		if c.wants(a) {
+			e.EventName = a
+			break
+		}
+	}
+	if e.PolicyARN == "" {
+		e.PolicyARN = flatValue(params, "policyArn")
+	}
+	if e.PolicyName == "" {
+		e.PolicyName = flatValue(params, "policyName")
+	}
+	// The target: Elastic's flattened object, else the fields its pipeline
+	// copies userName and groupName to, else the flattened text.
+	var targets [len(targetParams)]string
+	for i, p := range targetParams {
+		targets[i] = get("aws.cloudtrail.flattened.request_parameters." + p.param)
+	}
+	if targets[0] == "" {
+		targets[0] = get("user.target.name")
+	}
+	if targets[2] == "" {
+		targets[2] = get("group.name")
+	}
+	for i, p := range targetParams {
+		if targets[i] == "" {
+			targets[i] = flatValue(params, p.param)
+		}
+	}
+	e.TargetKind, e.TargetName = chooseTarget(e.EventName, targets)
+	return e
+}
+
+// flatValue reads key from Elastic's flattened "{k1=v1, k2=v2}" text. It is
+// only used to report a finding, never to decide one.
+func flatValue(flat, key string) string {
+	flat = strings.TrimSuffix(strings.TrimPrefix(flat, "{"), "}")
+	for _, kv := range strings.Split(flat, ", ") {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}

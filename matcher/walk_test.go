@@ -1,0 +1,54 @@
+package matcher
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf16"
+)
+
+// FuzzWalk holds the one-pass walker to the reference's literal reading of
+// Elastic's pipeline on every valid JSON text: prune, then flatten into
+// Java's toString text; the walker must say whether anything is left, which
+// markers that text contains, and its length.
+func FuzzWalk(f *testing.F) {
+	for _, s := range []string{
+		`{"a":{"b":null},"ab":"x","c":[1,"",{}],"d":"Zq"}`, `{"k":"v","k":null}`, `{"ab":0}`, `[null,"",[]]`,
+		`{"x":1e400,"y":-0,"z":1.0E3}`, `"\u0061b"`, `{"a\u0062":true}`, `{"😀":"é"}`,
+		`{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"ab":1,"k1":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	markers := [][]byte{[]byte("ab"), []byte("Zq"), []byte("1.0E"), []byte("Infinity")}
+	var x indexer
+	var w walker
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, _, errAt := x.index(b); errAt >= 0 {
+			return
+		}
+		v, ok := refParse(b, limits{depth: jsonMaxDepth, members: 1 << 30, elements: 1 << 30})
+		if !ok {
+			return // invalid UTF-8
+		}
+		got := w.walk(b, markers, true)
+		pruned, left := refPrune(v)
+		if got.nonEmpty != left {
+			t.Fatalf("%q: walker says left %v, reference %v", b, got.nonEmpty, left)
+		}
+		if !left {
+			return
+		}
+		flat := refFlatten(pruned)
+		var want uint32
+		for i, m := range markers {
+			if strings.Contains(flat, string(m)) {
+				want |= 1 << i
+			}
+		}
+		if got.found != want {
+			t.Fatalf("%q: walker found %b, reference %b in %q", b, got.found, want, flat)
+		}
+		if n := len(utf16.Encode([]rune(flat))); got.n != n {
+			t.Fatalf("%q: walker length %d, reference %d (%q)", b, got.n, n, flat)
+		}
+	})
+}
