@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -372,5 +373,89 @@ func waitCaughtUpNoExit(t *testing.T, adm *kadm.Client, p pipeline, timeout time
 			t.Fatalf("group %s has not committed the end of %s after %v: %d records behind on %d partitions (%v)", p.group, p.source, timeout, behind, parts, err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestOutputLimitLoweredWhileRunning lowers the alerts topic's
+// max.message.bytes under a running instance (default flags), then feeds it
+// a record whose alert, cut to the limit read at start-up, is now too
+// large: the broker refuses the batch that holds it (MESSAGE_TOO_LARGE),
+// and the instance must put the source record in the dead-letter topic
+// (class output_rejected), produce the rest of the batch again, and commit,
+// on a real broker's transactions.
+func TestOutputLimitLoweredWhileRunning(t *testing.T) {
+	b, p, adm := startPipeline(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	quarantine := sampleWithID(t, "02_attach_user_policy_quarantine_v2_panther.json")
+	alertID := func(id string) string { return producer.AlertID(matcher.ElasticQuarantineRule.ID, id) }
+	w := newClient(t, b, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchMaxBytes(kafkaDefaultMaxMessageBytes))
+	exp := newExpected()
+	// Partition 0 alone, so that the big record's alert and the good ones
+	// around it are produced in one transaction.
+	first := &kgo.Record{Topic: p.source, Partition: 0, Value: quarantine("lowered-before")}
+	if err := w.ProduceSync(ctx, first).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	exp.records++
+	exp.alerts[alertID("lowered-before")] = "before"
+
+	in := startInstance(t, "default-flags", kafkatest.Name(t, "txn"), defaultArgs(b, p))
+	waitCaughtUpNoExit(t, adm, p, 3*time.Minute, in)
+
+	small := "65536"
+	resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &small}}, p.alerts)
+	if err == nil {
+		_, err = resp.On(p.alerts, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 300 KB that no compression shrinks much: its alert, cut to the
+	// 1 MiB read at start-up, is far over 64 KiB even compressed.
+	big := mustReplace(t, quarantine("lowered-big"), `"userAgent":"AWS Internal"`, `"userAgent":"AWS Internal `+incompressible(300_000)+`"`)
+	var values [][]byte
+	var ids []string
+	for i := range 20 {
+		id := fmt.Sprintf("lowered-good-%d", i)
+		values, ids = append(values, quarantine(id)), append(ids, id)
+		if i == 10 {
+			values, ids = append(values, big), append(ids, "")
+		}
+	}
+	rs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		rs[i] = &kgo.Record{Topic: p.source, Partition: 0, Value: v}
+	}
+	if err := w.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		exp.records++
+		if ids[i] == "" {
+			exp.dead[pos{r.Partition, r.Offset}] = deadWant{what: "big", classes: []string{producer.ClassOutputRejected}, value: big}
+			continue
+		}
+		exp.alerts[alertID(ids[i])] = ids[i]
+	}
+	waitCaughtUpNoExit(t, adm, p, 3*time.Minute, in)
+	stopAll(t, in)
+	checkUnplanned(t, in)
+	r, _ := drainOutputs(t, b, p, exp)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for at, rec := range r.deadRecords {
+		// franz-go gives the compressed size of a batch the broker refused,
+		// and not of a record it refused itself.
+		if e := header(rec, producer.HeaderError); !strings.Contains(e, "MESSAGE_TOO_LARGE") || !strings.Contains(e, "compressed_bytes=") {
+			t.Errorf("dead letter of %v: error %q, want the broker's MESSAGE_TOO_LARGE", at, e)
+		} else {
+			t.Logf("dead letter of %v: %s", at, e)
+		}
+	}
+	sum := stoppingSummary(t, in)
+	t.Logf("%d records, %d transactions committed, %d aborted", sum.Records, sum.Committed, sum.Aborted)
+	if sum.Aborted > 0 {
+		t.Errorf("%d transactions aborted: the refused record must not abort its batch", sum.Aborted)
 	}
 }

@@ -265,8 +265,8 @@ func (l *leaf) truncatedEntry() ([]byte, error) {
 //
 // The search for that length works on sizes computed from each string's
 // encoded length and the list's, with the document encoded once with an
-// empty list for the rest; the result is encoded and measured, and the
-// length lowered by any excess until it fits.
+// empty list for the rest; the result is encoded and measured, and searched
+// again by measuring if it does not fit.
 func (n *node) fit(budget int, marker []string) ([]byte, int, error) {
 	if n.kind != '{' {
 		return nil, 0, errors.New("the document is not a JSON object")
@@ -319,19 +319,29 @@ func (n *node) fit(budget int, marker []string) ([]byte, int, error) {
 			hi = mid
 		}
 	}
-	for c := lo; ; {
-		out, err := n.encodeCut(leaves, c, marker)
+	out, err := n.encodeCut(leaves, lo, marker)
+	if err != nil || len(out) <= budget {
+		return out, len(out), err
+	}
+	// The estimate was off (a string the encoder escapes otherwise than
+	// runeEncodedLen says): search again below lo, measuring each length.
+	hi, lo = lo, minKeptString
+	if out, err = n.encodeCut(leaves, lo, marker); err != nil || len(out) > budget {
+		return nil, len(out), err
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		b, err := n.encodeCut(leaves, mid, marker)
 		if err != nil {
 			return nil, 0, err
 		}
-		if len(out) <= budget {
-			return out, len(out), nil
+		if len(b) <= budget {
+			lo, out = mid, b
+		} else {
+			hi = mid
 		}
-		if c == minKeptString {
-			return nil, len(out), nil
-		}
-		c = max(minKeptString, c-(len(out)-budget))
 	}
+	return out, len(out), nil
 }
 
 // encodeCut encodes the document with every string longer than limit

@@ -324,3 +324,75 @@ func BenchmarkFitAlert(b *testing.B) {
 		}
 	}
 }
+
+// FuzzFitAlert feeds FitAlert any document and limit: it must not panic,
+// and must return either an AlertTooLargeError or a record within the
+// limit whose document is valid JSON with every value of the input, each
+// string whole or a valid prefix listed under "truncated".
+func FuzzFitAlert(f *testing.F) {
+	for _, enc := range []Encoder{ECS{}, OCSF{}} {
+		r, err := EncodeRecord(enc, sampleFinding(f, quarantineV2, matcher.ShapeRecord), Source{Topic: "t"}, detected, "alerts")
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, limit := range []int{len(r.Value), len(r.Value) / 2, 1500} {
+			f.Add(r.Value, uint32(limit))
+		}
+	}
+	f.Add([]byte(`{"a":"`+strings.Repeat("é\\n\\u2028\\\"", 200)+`","b":[1,2.50,{"c":"`+strings.Repeat("x", 1000)+`"}],"truncated":7}`), uint32(900))
+	f.Add([]byte(`{"a":{"b":{"c":"`+strings.Repeat("\\ud83d\\ude00", 300)+`"}},"d":null,"e":true}`), uint32(700))
+	f.Fuzz(func(t *testing.T, doc []byte, limit uint32) {
+		var whole map[string]any
+		if json.Unmarshal(doc, &whole) != nil || !utf8.Valid(doc) {
+			return
+		}
+		rec := &kgo.Record{Key: []byte("k"), Value: doc}
+		lim := int(limit%(1<<20)) + RecordBytes(&kgo.Record{Key: rec.Key})
+		cut, err := FitAlert(fakeEncoder{}, rec, lim)
+		var tooLarge *AlertTooLargeError
+		if errors.As(err, &tooLarge) {
+			return
+		}
+		if err != nil {
+			// Duplicate keys and the like: refused, not mangled.
+			return
+		}
+		if RecordBytes(cut) > lim {
+			t.Fatalf("cut to %d bytes, over the limit %d", RecordBytes(cut), lim)
+		}
+		if cut == rec {
+			return
+		}
+		var got map[string]any
+		if err := json.Unmarshal(cut.Value, &got); err != nil {
+			t.Fatalf("cut document is not JSON: %v\n%s", err, cut.Value)
+		}
+		wf, cf := flatten(whole, "", map[string]any{}), flatten(got, "", map[string]any{})
+		listed := map[string]bool{}
+		for i := 0; ; i++ {
+			field, ok := cf[fmt.Sprintf("truncated.%d.field", i)].(string)
+			if !ok {
+				break
+			}
+			listed[field] = true
+		}
+		for path, w := range wf {
+			if strings.HasPrefix(path, "truncated") {
+				continue // replaced by the list
+			}
+			c, ok := cf[path]
+			ws, isString := w.(string)
+			switch {
+			case !ok:
+				t.Fatalf("%s lost", path)
+			case listed[path] && isString:
+				cs, _ := c.(string)
+				if !strings.HasPrefix(ws, cs) || len(cs) >= len(ws) || !utf8.ValidString(cs) {
+					t.Fatalf("%s: %q is not a shorter valid prefix of %q", path, cs, ws)
+				}
+			case c != w:
+				t.Fatalf("%s changed: %v, was %v", path, c, w)
+			}
+		}
+	})
+}
