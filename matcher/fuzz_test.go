@@ -1,6 +1,7 @@
 package matcher
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -36,6 +37,16 @@ func FuzzMatcher(f *testing.F) {
 	for _, c := range leniencyCases(f) {
 		f.Add(c.value)
 	}
+	// The public corpus: every record as it is, Elastic's ECS output of
+	// its pipeline tests as dotted documents, and awslib's gzip S3 object.
+	for _, r := range loadCorpus(f) {
+		f.Add(r.raw)
+		if r.elastic != nil {
+			ecs, _ := json.Marshal(r.elastic)
+			f.Add(ecs)
+		}
+	}
+	f.Add(corpusS3Object(f))
 	f.Add(quarantine(f, "AWSCompromisedKeyQuarantineV2", `\u005aeroTrustBoundary-Jx`))
 	f.Add(agentEvent(quarantine(f, "AWSCompromisedKeyQuarantineV2", `DenyAll-\u005aq`)))
 	// The default rule alone (its own prefilter), and every rule with one
