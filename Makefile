@@ -16,13 +16,15 @@ vet:
 	$(GO) vet ./...
 
 # test is what CI runs: every test (fuzz seed corpora included) under the
-# race detector (but the generator's, which has no concurrency and is slow
-# under it), and the integration suite against a real Kafka when Docker or
-# KAFKA_BROKERS is there (it says how to run it when neither is), verbose so
-# that its eos-faults line is in the log.
+# race detector (but the generator's and the matcher's adversarial values,
+# which have no concurrency and are slow under it), and the integration
+# suite against a real Kafka when Docker or KAFKA_BROKERS is there (it says
+# how to run it when neither is), verbose so that its eos-faults line is in
+# the log.
 test: vet
 	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -Ev '/(internal/cloudtrailgen|integration)$$')
 	$(GO) test -count=1 -timeout 10m ./internal/cloudtrailgen/
+	$(GO) test -count=1 -timeout 10m -run '^TestAdversarialValues$$' ./matcher/
 	$(GO) test -count=1 -race -timeout 20m -v ./integration/
 
 unit:

@@ -132,8 +132,8 @@ func (a adversarial) check(res matcher.Result) error {
 // TestAdversarialValues: each adversarial value gets the outcome it must,
 // at the defaults.
 func TestAdversarialValues(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds values of 32 MB")
+	if testing.Short() || raceDetector {
+		t.Skip("builds values of 32 MB; make test runs it without -race")
 	}
 	m, err := matcher.New(matcher.Config{})
 	if err != nil {
