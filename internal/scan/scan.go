@@ -2,13 +2,19 @@
 // knows, plain or gzip-compressed, one JSON document, many concatenated, or
 // one per line. Findings are written as the same documents the service
 // writes to the alerts topic. It reads files; it does not touch Kafka.
+//
+// A file is read as a stream, in bounded memory, by three stages: a reader
+// fills chunks (inflating gzip member by member), a framer cuts documents
+// from them (split.go), and the caller's goroutine evaluates each chunk's
+// documents on a matcher.Pool, the service's, and writes what they gave in
+// input order. gzip members are kept apart: each ends any document that is
+// not valid JSON, so that a CloudWatch Logs payload cut short in a Firehose
+// object does not take the payloads after it with it.
 package scan
 
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,23 +35,26 @@ type Config struct {
 	// Progress shows a progress line on Stderr, for a terminal.
 	Progress bool
 	Now      func() time.Time
+	// Workers is the number of matcher workers; 0 means one per CPU.
+	Workers int
 }
 
 // Summary counts what a scan saw.
 type Summary struct {
 	Files      int
 	Unreadable int // files that could not be opened or read to the end
-	Values     int // JSON documents (or base64 lines) evaluated
+	Values     int // documents evaluated: JSON values, or lines that are not JSON
 	Findings   int
 	Malformed  int // values or events reported malformed
 }
 
-// ErrUnreadable is returned by Run when at least one file could not be read.
+// ErrUnreadable is returned by Run when at least one file could not be
+// read to its end.
 var ErrUnreadable = errors.New("scan: some files could not be read")
 
 // Run scans each file in turn. It returns ErrUnreadable (wrapped) when a
-// file could not be read; malformed content is reported and counted, never
-// fatal.
+// file could not be read to its end; malformed content is reported and
+// counted, never fatal.
 func Run(cfg Config, files []string) (Summary, error) {
 	if cfg.Encoder == nil {
 		cfg.Encoder = producer.ECS{}
@@ -57,7 +66,18 @@ func Run(cfg Config, files []string) (Summary, error) {
 	if err != nil {
 		return Summary{}, fmt.Errorf("scan: %w", err)
 	}
-	s := &scanner{cfg: cfg, sc: m.NewScanner(), out: bufio.NewWriter(cfg.Stdout)}
+	limit := cfg.Matcher.MaxValueBytes
+	if limit == 0 {
+		limit = matcher.DefaultMaxValueBytes
+	}
+	s := &scanner{
+		cfg:   cfg,
+		pool:  m.NewPool(cfg.Workers),
+		sc:    m.NewScanner(),
+		out:   bufio.NewWriterSize(cfg.Stdout, 64<<10),
+		bufs:  make(bufPool, 8),
+		limit: limit,
+	}
 	defer s.out.Flush()
 	if cfg.Progress {
 		s.total = totalSize(files)
@@ -79,20 +99,28 @@ func Run(cfg Config, files []string) (Summary, error) {
 }
 
 type scanner struct {
-	cfg          Config
-	sc           *matcher.Scanner
-	out          *bufio.Writer
-	sum          Summary
-	findings     []matcher.Finding
+	cfg      Config
+	pool     *matcher.Pool
+	sc       *matcher.Scanner // for documents split again (resplit)
+	split    splitter
+	results  []matcher.Result
+	findings []matcher.Finding
+	out      *bufio.Writer
+	bufs     bufPool
+	limit    int
+	sum      Summary
+
+	// The file being read and where the last position was counted.
+	name    string
+	lineAt  int64 // line of lineOff
+	lineOff int64 // an offset in the content
+
 	total        int64 // bytes of all files on disk, to decide on progress
 	scanned      int64 // bytes of the files done, as decompressed
 	lastProgress time.Time
 }
 
-// maxFileBytes bounds what one file may decompress to: a CloudTrail log
-// file is a few MB.
-const maxFileBytes = 1 << 30
-
+// file scans one file through the reader and framer stages.
 func (s *scanner) file(name string) error {
 	var r io.Reader
 	if name == "-" {
@@ -105,107 +133,120 @@ func (s *scanner) file(name string) error {
 		defer f.Close()
 		r = f
 	}
-	br := bufio.NewReader(r)
-	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) && !isCloudWatchGzip(br) {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("gzip: %w", err)
+	c, err := openContent(r)
+	if err != nil {
+		return err
+	}
+	chunks := make(chan *chunk, 2)
+	batches := make(chan *batch, 2)
+	stop := make(chan struct{})
+	defer close(stop)
+	go readChunks(c, s.bufs, chunks, stop)
+	fr := &framer{limit: s.limit, pool: s.bufs}
+	go fr.run(chunks, batches, stop)
+
+	s.name, s.lineAt, s.lineOff = name, 1, 0
+	var readErr error
+	var done int64
+	for b := range batches {
+		s.batch(b)
+		done = b.off + int64(b.used)
+		s.progress(done)
+		if b.err != nil {
+			readErr = fmt.Errorf("reading after byte %d: %w", done, b.err)
 		}
-		defer zr.Close()
-		r = zr
-	} else {
-		r = br
+		s.bufs.put(b.buf)
 	}
-	data, err := io.ReadAll(io.LimitReader(r, maxFileBytes+1))
-	if err != nil {
-		return fmt.Errorf("reading: %w", err)
-	}
-	if len(data) > maxFileBytes {
-		return fmt.Errorf("larger than %d bytes", maxFileBytes)
-	}
-	s.values(name, data)
-	s.scanned += int64(len(data))
-	return nil
+	s.scanned += done
+	return readErr
 }
 
-// isCloudWatchGzip reports whether a gzip file holds one CloudWatch Logs
-// payload, which the matcher takes compressed as it arrives from Kafka,
-// rather than a gzip-compressed file of JSON documents.
-func isCloudWatchGzip(br *bufio.Reader) bool {
-	head, _ := br.Peek(br.Size())
-	zr, err := gzip.NewReader(bytes.NewReader(head))
-	if err != nil {
-		return false
+// batch evaluates the documents of b on the pool and writes what they gave,
+// in order.
+func (s *scanner) batch(b *batch) {
+	if cap(s.results) < len(b.values) {
+		s.results = append(s.results[:cap(s.results)], make([]matcher.Result, len(b.values)-cap(s.results))...)
 	}
-	start := make([]byte, 512)
-	n, _ := io.ReadFull(zr, start)
-	return bytes.Contains(start[:n], []byte(`"logEvents"`)) || bytes.Contains(start[:n], []byte(`"messageType"`))
+	results := s.results[:len(b.values)]
+	if len(b.values) > 0 {
+		s.pool.Match(b.values, results)
+	}
+	i := 0
+	for _, d := range b.docs {
+		switch {
+		case d.tooLarge:
+			s.sum.Values++
+			s.sum.Malformed++
+			fmt.Fprintf(s.cfg.Stderr, "scan: %s: document larger than %d bytes (--max-record-bytes), skipped\n", s.position(b, d.start), s.limit)
+			continue
+		case d.line && results[i].Err != nil:
+			s.resplit(b, d, &results[i])
+		default:
+			s.emit(b, d.start, &results[i])
+		}
+		i++
+	}
 }
 
-// values splits data into documents and evaluates each. A document is a
-// JSON value (concatenated or one per line), or a line that is not JSON
-// (base64 of gzip, or garbage, which the matcher reports).
-func (s *scanner) values(name string, data []byte) {
-	if bytes.HasPrefix(data, []byte{0x1f, 0x8b}) {
-		s.eval(name, data, 0, data)
+// resplit handles a line taken for one document that the matcher found
+// fault with: it may be several documents, which are cut as anywhere else
+// and evaluated one by one. When it is one, the result stands.
+func (s *scanner) resplit(b *batch, d doc, res *matcher.Result) {
+	line := b.region[d.start:d.end]
+	if n, st := s.split.valueEnd(line); st != valueOK || n == len(line) {
+		// Not valid JSON (which its line is, as a document) or exactly
+		// one value.
+		s.emit(b, d.start, res)
 		return
 	}
-	for off := 0; off < len(data); {
-		rest := data[off:]
-		skip := len(rest) - len(bytes.TrimLeft(rest, " \t\r\n"))
-		off += skip
-		rest = rest[skip:]
-		if len(rest) == 0 {
-			break
+	for pos := 0; ; {
+		start := skipSpace(line, pos)
+		if start == len(line) {
+			return
 		}
-		var n int
-		if rest[0] == '{' || rest[0] == '[' {
-			dec := json.NewDecoder(bytes.NewReader(rest))
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err == nil {
-				n = int(dec.InputOffset())
-			}
-		}
-		if n == 0 {
-			// Not a JSON document: evaluate up to the end of the line,
-			// so one bad line does not hide the lines after it.
-			n = bytes.IndexByte(rest, '\n')
-			if n < 0 {
-				n = len(rest)
-			}
-		}
-		s.eval(name, data, off, rest[:n])
-		off += n
-		s.progress(int64(off))
+		end, _ := s.split.docEnd(line, start, -1, true)
+		r := s.sc.Match(line[start:end], s.findings)
+		s.emit(b, d.start+start, &r)
+		s.findings = r.Findings[:0]
+		pos = end
 	}
 }
 
-func (s *scanner) eval(name string, data []byte, off int, value []byte) {
+// emit writes the findings of the document at region[start:] and reports
+// its error.
+func (s *scanner) emit(b *batch, start int, res *matcher.Result) {
 	s.sum.Values++
-	res := s.sc.Match(value, s.findings)
-	s.findings = res.Findings[:0]
-	src := producer.Source{Topic: "file:" + name, Partition: 0, Offset: int64(off)}
-	detected := s.cfg.Now()
-	for _, f := range res.Findings {
-		doc, err := s.cfg.Encoder.Encode(f, src, detected)
-		if err != nil {
-			fmt.Fprintf(s.cfg.Stderr, "scan: %s: encoding finding: %v\n", position(name, data, off), err)
-			continue
+	if len(res.Findings) > 0 {
+		src := producer.Source{Topic: "file:" + s.name, Partition: 0, Offset: b.off + int64(start)}
+		detected := s.cfg.Now()
+		for _, f := range res.Findings {
+			doc, err := s.cfg.Encoder.Encode(f, src, detected)
+			if err != nil {
+				fmt.Fprintf(s.cfg.Stderr, "scan: %s: encoding finding: %v\n", s.position(b, start), err)
+				continue
+			}
+			s.out.Write(doc)
+			s.out.WriteByte('\n')
+			s.sum.Findings++
 		}
-		s.out.Write(doc)
-		s.out.WriteByte('\n')
-		s.sum.Findings++
 	}
 	if res.Err != nil {
 		s.sum.Malformed++
-		fmt.Fprintf(s.cfg.Stderr, "scan: %s: %v\n", position(name, data, off), res.Err)
+		fmt.Fprintf(s.cfg.Stderr, "scan: %s: %v\n", s.position(b, start), res.Err)
 	}
 }
 
-// position names a document by file, line and byte offset.
-func position(name string, data []byte, off int) string {
-	line := bytes.Count(data[:off], []byte{'\n'}) + 1
-	return fmt.Sprintf("%s:%d (byte %d)", name, line, off)
+// position names a document by file, line and byte offset in the content
+// (decompressed). Lines are counted from the last position named, which
+// is never after it.
+func (s *scanner) position(b *batch, start int) string {
+	off := b.off + int64(start)
+	if s.lineOff < b.off {
+		s.lineAt, s.lineOff = b.line, b.off
+	}
+	s.lineAt += int64(bytes.Count(b.region[s.lineOff-b.off:start], []byte{'\n'}))
+	s.lineOff = off
+	return fmt.Sprintf("%s:%d (byte %d)", s.name, s.lineAt, off)
 }
 
 func totalSize(files []string) int64 {
