@@ -300,3 +300,31 @@ func TestFramerSkipsTooLarge(t *testing.T) {
 		})
 	}
 }
+
+// TestFramerLongDocuments: documents of several chunks, on one line (a
+// large S3 log file) or pretty-printed, between short ones.
+func TestFramerLongDocuments(t *testing.T) {
+	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 11, Shapes: map[cloudtrailgen.Shape]float64{cloudtrailgen.ShapeRecord: 1}})
+	var records [][]byte
+	for range 2000 {
+		var c bytes.Buffer
+		json.Compact(&c, gen.Next().Value)
+		records = append(records, c.Bytes())
+	}
+	s3 := append(append([]byte(`{"Records":[`), bytes.Join(records, []byte(","))...), "]}"...)
+	var pretty bytes.Buffer
+	json.Indent(&pretty, s3, "", "  ")
+	var data []byte
+	for _, d := range [][]byte{records[0], s3, records[1], pretty.Bytes(), records[2], s3[:len(s3)-1], records[3]} {
+		data = append(append(data, d...), '\n')
+	}
+	want := oldDocuments(data)
+	for _, step := range []int{64 << 10, 300 << 10, chunkSize} {
+		var cuts []int
+		for c := step; c < len(data); c += step {
+			cuts = append(cuts, c)
+		}
+		docs, lines, _ := frameAll(t, data, cuts, nil, 64<<20)
+		checkAgainstOld(t, data, want, docs, lines)
+	}
+}

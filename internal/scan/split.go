@@ -417,12 +417,10 @@ func (f *framer) frame(ch *chunk) *batch {
 		f.pool.put(ch.buf)
 		f.carry = nil // the region owns it now
 	}
-	used := 0
-	if !final && len(b.region) < f.need {
-		used = 0
-	} else {
+	used, tried := 0, false
+	if final || len(b.region) >= f.need {
 		f.need = 0
-		used = f.cut(b, ends, final)
+		used, tried = f.cut(b, ends, final), true
 	}
 	b.used = used
 	// Carry the rest, with the member ends in it.
@@ -441,8 +439,8 @@ func (f *framer) frame(ch *chunk) *batch {
 	}
 	f.line += int64(bytes.Count(b.region[:used], []byte{'\n'}))
 	f.off += int64(used)
-	if len(rest) > reserve && !final {
-		f.need = 2 * len(rest)
+	if tried && len(rest) > reserve && !final {
+		f.need = min(2*len(rest), f.limit+1)
 	}
 	if len(b.docs) == 0 && b.err == nil {
 		f.pool.put(b.buf)
