@@ -223,7 +223,7 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Duration(&cfg.SessionTimeout, "session-timeout", 0, "group session timeout: how soon a silent instance's partitions move (0: 45s)")
 	fs.Duration(&cfg.TransactionTimeout, "transaction-timeout", 0, "how soon the broker aborts a silent instance's open transaction; above --session-timeout, since a commit can wait out a rebalance (0: session timeout + 15s)")
 	fetchBytes := 0
-	fs.Int(&fetchBytes, "fetch-max-partition-bytes", 0, "most compressed bytes one fetch returns per partition (0: franz-go's 1 MiB)")
+	fs.Int(&fetchBytes, "fetch-max-partition-bytes", 0, "most compressed bytes one fetch returns per partition (0: 1 MiB; less when the memory budget, GOMEMLIMIT, needs it)")
 	fs.Bool(&cfg.TransactionsV2, "transactions-v2", false, "use Kafka's transactions v2 (KIP-890) where the brokers enable it; off, transactions v1, which aborts no batch when commits follow each other closely")
 	var sec kafkaopts.Security
 	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
