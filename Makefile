@@ -40,6 +40,15 @@ fuzz:
 bench:
 	$(GO) test ./matcher/ -run '^$$' -bench . -benchmem -count 5
 
+# bench-scan is the benchmark of scan (internal/scan/bench, docs/benchmarks.md):
+# bin/quarantine-watch scan beside wc -l and gzip -dc on a generated 300 MB
+# file, cached in the user's cache directory. BENCH_SCAN_FLAGS adds flags,
+# e.g. BENCH_SCAN_FLAGS="-rounds 9 -compare /path/to/an/older/quarantine-watch".
+BENCH_SCAN_FLAGS ?=
+.PHONY: bench-scan
+bench-scan: build
+	$(GO) run ./internal/scan/bench -bin bin/quarantine-watch $(BENCH_SCAN_FLAGS)
+
 # docker-up starts dockerd (host networking only) unless Docker answers.
 docker-up:
 	integration/kafkaimage/docker-up.sh

@@ -319,7 +319,7 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	maxValue := 0
 	fs.Int(&maxValue, "max-record-bytes", 64<<20, "larger documents are reported malformed")
 	validate := true
-	fs.Bool(&validate, "validate", true, "fully validate every document and report every malformed one")
+	fs.Bool(&validate, "validate", true, "fully validate every document and report every malformed one; with false, a document that cannot hold a finding is reported only when it is not a whole JSON object, and a line of several such documents counts as one")
 	ruleSpec := "elastic"
 	fs.String(&ruleSpec, "rules", "elastic", rulesUsage)
 	format := "ecs"

@@ -302,3 +302,41 @@ func TestScanMalformedPositions(t *testing.T) {
 		t.Errorf("%d malformed, want at least %d\n%s", malformed, len(want), stderr)
 	}
 }
+
+// TestScanFramingsNotValidating: with --validate=false the findings are
+// the same and nothing well-formed is reported; a line of several
+// documents that cannot match may count as one.
+func TestScanFramingsNotValidating(t *testing.T) {
+	values, positives := textValues(8, 300)
+	var lines, concatenated []byte
+	for _, v := range values {
+		lines = append(append(lines, v...), '\n')
+		concatenated = append(concatenated, v...)
+		if v[0] != '{' {
+			concatenated = append(concatenated, '\n')
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		data  []byte
+		exact bool // every document counted
+	}{
+		{"lines.json", lines, true},
+		{"concatenated.json", concatenated, false},
+		{"concatenated.json.gz", gzipBytes(t, concatenated), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, "", "scan", "--validate=false", writeFile(t, c.name, c.data))
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if got := eventIDs(t, stdout); !slices.Equal(got, positives) {
+				t.Errorf("%d findings, want the %d positives in order\ngot  %v\nwant %v", len(got), len(positives), got, positives)
+			}
+			docs, _, malformed := scanSummary(t, stderr)
+			if malformed != 0 || docs > len(values) || c.exact && docs != len(values) {
+				t.Errorf("%d documents, %d malformed: want %d (at most), none malformed\n%s", docs, malformed, len(values), stderr)
+			}
+		})
+	}
+}
