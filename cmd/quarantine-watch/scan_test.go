@@ -340,3 +340,60 @@ func TestScanFramingsNotValidating(t *testing.T) {
 		})
 	}
 }
+
+// TestScanTruncatedGzip: a .gz cut short (a partial download) gives the
+// findings of what could be read, then says where reading stopped and
+// counts the file unreadable.
+func TestScanTruncatedGzip(t *testing.T) {
+	var lines []byte
+	for i := range 2000 {
+		lines = append(append(lines, sampleRecord(t, fmt.Sprintf("00000000-0000-4000-8000-%012d", i))...), '\n')
+	}
+	gz := gzipBytes(t, lines)
+	path := writeFile(t, "cut.json.gz", gz[:len(gz)/2])
+	code, stdout, stderr := runCmd(t, "", "scan", path)
+	if code != 1 {
+		t.Errorf("exit %d, want 1: the file could not be read to its end", code)
+	}
+	ids := eventIDs(t, stdout)
+	if len(ids) < 100 || ids[0] != "00000000-0000-4000-8000-000000000000" {
+		t.Errorf("%d findings from the first half of the file, want the records before the cut", len(ids))
+	}
+	if !regexp.MustCompile(`cut\.json\.gz: reading after byte \d+: gzip member 1: unexpected EOF`).MatchString(stderr) ||
+		!strings.Contains(stderr, "(1 unreadable)") {
+		t.Errorf("stderr does not say where reading stopped:\n%s", stderr)
+	}
+}
+
+// TestScanDocumentPastLimit: a document past --max-record-bytes is
+// reported with its position and skipped without being held, whatever its
+// framing, and the documents after it are read.
+func TestScanDocumentPastLimit(t *testing.T) {
+	r1 := sampleRecord(t, "00000001-0000-4000-8000-000000000001")
+	r2 := sampleRecord(t, "00000002-0000-4000-8000-000000000002")
+	long := `{"Records":[` + strings.Repeat(sampleRecord(t, "ffffffff-0000-4000-8000-000000000000")+",", 3000) + r1 + `]}`
+	var pretty bytes.Buffer
+	json.Indent(&pretty, []byte(long), "", "  ")
+	for _, c := range []struct{ name, doc string }{
+		{"one line", long},
+		{"pretty-printed", pretty.String()},
+		{"not JSON", "garbage " + long},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := writeFile(t, "long.json", []byte(r1+"\n"+c.doc+"\n"+r2+"\n"))
+			code, stdout, stderr := runCmd(t, "", "scan", "--max-record-bytes", "100000", path)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if got := strings.Join(eventIDs(t, stdout), ","); got != "00000001-0000-4000-8000-000000000001,00000002-0000-4000-8000-000000000002" {
+				t.Errorf("findings %s, want the records before and after", got)
+			}
+			if want := fmt.Sprintf("long.json:2 (byte %d): ", len(r1)+1); !strings.Contains(stderr, want) {
+				t.Errorf("stderr does not report %q:\n%s", want, stderr)
+			}
+			if docs, _, malformed := scanSummary(t, stderr); docs != 3 || malformed != 1 {
+				t.Errorf("%d documents, %d malformed: want 3, the long one\n%s", docs, malformed, stderr)
+			}
+		})
+	}
+}
