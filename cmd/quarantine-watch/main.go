@@ -324,6 +324,7 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.String(&ruleSpec, "rules", "elastic", rulesUsage)
 	format := "ecs"
 	fs.String(&format, "alert-format", "ecs", alertFormatUsage)
+	fs.Int(&cfg.Workers, "workers", 0, "matcher workers (0: one per CPU)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: quarantine-watch scan [flags] FILE... (\"-\" is stdin; .gz is read compressed)\n")
 		fs.PrintDefaults()
@@ -338,6 +339,9 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rules, err := matcher.ParseRules(ruleSpec)
 	if err != nil {
 		return fmt.Errorf("--rules: %w", err)
+	}
+	if cfg.Workers < 0 {
+		return fmt.Errorf("--workers %d: must be 0 or more", cfg.Workers)
 	}
 	cfg.Matcher = matcher.Config{Rules: rules, MaxValueBytes: maxValue, Validate: validate}
 	if cfg.Encoder, err = encoder(format); err != nil {

@@ -219,20 +219,23 @@ func TestScanFramings(t *testing.T) {
 		start = end
 	}
 	for _, c := range []struct {
-		name string
-		data []byte
+		name  string
+		data  []byte
+		flags []string
 	}{
-		{"lines.json", lines},
-		{"concatenated.json", concatenated},
-		{"mixed.json", mixed},
-		{"crlf.json", crlf},
-		{"trailing-newlines.json", append(append([]byte("\n\n  "), lines...), "\n\n\n"...)},
-		{"lines.json.gz", gzipBytes(t, lines)},
-		{"mixed.json.gz", gzipBytes(t, mixed)},
-		{"members.json.gz", members},
+		{"lines.json", lines, nil},
+		{"lines-one-worker.json", lines, []string{"--workers", "1"}},
+		{"lines-three-workers.json", lines, []string{"--workers", "3"}},
+		{"concatenated.json", concatenated, nil},
+		{"mixed.json", mixed, nil},
+		{"crlf.json", crlf, nil},
+		{"trailing-newlines.json", append(append([]byte("\n\n  "), lines...), "\n\n\n"...), nil},
+		{"lines.json.gz", gzipBytes(t, lines), nil},
+		{"mixed.json.gz", gzipBytes(t, mixed), nil},
+		{"members.json.gz", members, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			code, stdout, stderr := runCmd(t, "", "scan", writeFile(t, c.name, c.data))
+			code, stdout, stderr := runCmd(t, "", append(append([]string{"scan"}, c.flags...), writeFile(t, c.name, c.data))...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
@@ -267,22 +270,30 @@ func TestScanMalformedPositions(t *testing.T) {
 		b.WriteString(s)
 		line += strings.Count(s, "\n")
 	}
+	// Between the malformed documents, enough records that they fall in
+	// different chunks of the reader.
+	other := strings.Replace(sampleRecord(t, "ffffffff-0000-4000-8000-000000000000"), "AWSCompromisedKeyQuarantineV2", "ReadOnlyAccess", 1)
+	filler := strings.Repeat(other+"\n", 900)
 	add(r1, false)
 	add("\n", false)
+	add(filler, false)
 	add("not json at all", true)
 	add("\n", false)
 	add(`{"eventVersion":"1.08","userIdentity":{"type":"Ro`, true)
 	add("\n", false)
 	add(r2, false)
 	add("\n", false)
+	add(filler, false)
 	add(`{"eventVersion":"1.08","eventName":"AttachUserPolicy",`, true)
 	add("\n", false)
 	add(r3, false)
 	add("\n", false)
+	add(filler, false)
 	add("{\n  \"eventName\": \"AttachUserPolicy\"\n  \"eventID\": \"x\"\n}", true)
 	add("\n", false)
 	add(r4, false)
 	add("\n", false)
+	add(filler, false)
 	add(`{"Records":[`+r1, true)
 	path := writeFile(t, "bad.json", []byte(b.String()))
 
