@@ -276,3 +276,50 @@ func readSample(t *testing.T, name string) []byte {
 	}
 	return b
 }
+
+// TestOutputLimitsRead checks what Run makes of the output topics'
+// max.message.bytes: the broker's default when the topic sets none, the
+// topic's own value, a refusal naming the topic below what a dead letter
+// needs, and never more than half the producer's buffer.
+func TestOutputLimitsRead(t *testing.T) {
+	cluster := newCluster(t)
+	brokers := cluster.ListenAddrs()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	set := func(topic, v string) {
+		t.Helper()
+		if _, err := adm.AlterTopicConfigs(context.Background(), []kadm.AlterConfig{{Name: "max.message.bytes", Value: &v}}, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(memory int64) (*outputLimits, error) {
+		cfg := memberConfig(t, brokers, 1)
+		cfg.MemoryLimit = memory
+		c, err := cfg.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.limits, c.limits.read(context.Background(), adm, &c)
+	}
+	l, err := read(0)
+	if err != nil || l.alerts.Load() != producer.DefaultMaxMessageBytes || l.dlq.Load() != producer.DefaultMaxMessageBytes {
+		t.Fatalf("broker defaults: alerts %d, dlq %d, %v; want %d", l.alerts.Load(), l.dlq.Load(), err, producer.DefaultMaxMessageBytes)
+	}
+	set(alertsTopic, "5000000")
+	set(dlqTopic, "4096")
+	if l, err = read(0); err != nil || l.alerts.Load() != 5_000_000 || l.dlq.Load() != 4096 {
+		t.Errorf("topic settings: alerts %d, dlq %d, %v; want 5000000, 4096", l.alerts.Load(), l.dlq.Load(), err)
+	}
+	// 64 MiB of memory: the producer buffers 4 MiB, a record is at most 2.
+	if l, err = read(64 << 20); err != nil || l.alerts.Load() != 2<<20 {
+		t.Errorf("small memory budget: alerts %d, %v; want %d", l.alerts.Load(), err, 2<<20)
+	}
+	set(dlqTopic, "1000")
+	if _, err = read(0); err == nil || !strings.Contains(err.Error(), dlqTopic) || !strings.Contains(err.Error(), "max.message.bytes=1000") {
+		t.Errorf("a dead-letter topic of 1000 bytes: %v; want a refusal naming it", err)
+	}
+}
