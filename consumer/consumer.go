@@ -94,6 +94,18 @@ type Config struct {
 	// offsets are fetched stable, so a longer timeout cannot let a zombie
 	// commit. Zero means SessionTimeout + TransactionTimeoutMargin.
 	TransactionTimeout time.Duration
+	// LagInterval is how often the lag of this instance's partitions is
+	// computed from the group's committed offsets and the partitions' last
+	// stable offsets; zero means DefaultLagInterval.
+	LagInterval time.Duration
+	// StallTimeout: an instance whose partitions have lag and that has
+	// committed nothing for this long is not ready; zero means
+	// DefaultStallTimeout.
+	StallTimeout time.Duration
+	// unknownTopicGrace is how long a source topic may be reported unknown
+	// before Run gives up on it: a partition just created is unknown to its
+	// leader for a moment.
+	unknownTopicGrace time.Duration
 	// ShutdownTimeout bounds Run's return once ctx is cancelled: the open
 	// transaction gets what is left after reserving a quarter (at most 5 s)
 	// to abort it on a fresh context, if its end was cut short, and a
@@ -132,6 +144,9 @@ type Config struct {
 	// limits are the output topics' max.message.bytes, once Run has read
 	// them.
 	limits *outputLimits
+	// health is the member's partitions, lag and last commit, once Run
+	// has made it.
+	health *health
 	// sizer sizes the fetches to the memory budget.
 	sizer *fetchSizer
 }
@@ -211,9 +226,19 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = telemetry.New()
 	}
+	if cfg.LagInterval <= 0 {
+		cfg.LagInterval = DefaultLagInterval
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = DefaultStallTimeout
+	}
+	if cfg.unknownTopicGrace <= 0 {
+		cfg.unknownTopicGrace = defaultUnknownTopicGrace
+	}
 	cfg.MemoryLimit = memoryLimit(cfg.MemoryLimit)
 	cfg.limits = newOutputLimits(cfg.AlertsTopic, cfg.DLQTopic, outputBudget(cfg.MemoryLimit)/2)
 	cfg.sizer = newFetchSizer(cfg.MemoryLimit, cfg.FetchMaxPartitionBytes)
+	cfg.health = nil // ClientOpts and Run take the copy's
 	return cfg, nil
 }
 
@@ -245,7 +270,12 @@ func (c *Config) withDefaults() (Config, error) {
 //     stay within their share of the budget; Produce waits for the broker
 //     beyond it.
 //   - WithHooks(kprom): franz-go's client metrics, in the service's registry.
-//   - OnPartitionsRevoked/Lost: forget the lag of partitions moved away.
+//   - OnPartitionsAssigned/Revoked/Lost: the partitions whose lag this
+//     member measures (see health).
+//   - KeepRetryableFetchErrors: franz-go hides retryable fetch errors,
+//     among them UNKNOWN_TOPIC_OR_PARTITION, which is all a deleted source
+//     topic ever shows; every error is counted by class, and the fatal
+//     ones end Run (see classifyFetchError).
 //   - WithLogger(kslog): franz-go's logs through the service's slog.
 //   - SessionTimeout, HeartbeatInterval (a fifteenth of it: 3s, Kafka's
 //     default, at the default 45s session timeout),
@@ -261,12 +291,9 @@ func (c *Config) withDefaults() (Config, error) {
 //     place after ConcurrentTransactionsBackoff. docs/benchmarks.md has the
 //     measurements; both versions are exactly-once.
 func ClientOpts(cfg *Config) []kgo.Opt {
-	forget := func(_ context.Context, _ *kgo.Client, gone map[string][]int32) {
-		for t, ps := range gone {
-			for _, p := range ps {
-				cfg.Metrics.DropLag(t, p)
-			}
-		}
+	h := cfg.health
+	if h == nil {
+		h = newHealth(cfg)
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -277,8 +304,10 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.WithHooks(cfg.Metrics.Kafka),
-		kgo.OnPartitionsRevoked(forget),
-		kgo.OnPartitionsLost(forget),
+		kgo.OnPartitionsAssigned(h.assigned),
+		kgo.OnPartitionsRevoked(h.gone),
+		kgo.OnPartitionsLost(h.gone),
+		kgo.KeepRetryableFetchErrors(),
 	}
 	if cfg.KafkaLogger != nil {
 		opts = append(opts, kgo.WithLogger(kslog.New(cfg.KafkaLogger)))
@@ -330,6 +359,8 @@ func Run(ctx context.Context, c Config) error {
 	}
 	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
 	defer stopReady()
-	l := &loop{cfg: &cfg, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer}
+	cfg.health = newHealth(&cfg)
+	l := &loop{cfg: &cfg, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer, health: cfg.health,
+		unknownSince: map[string]time.Time{}, unknownLast: map[string]time.Time{}}
 	return l.run(ctx)
 }

@@ -18,7 +18,11 @@ type loop struct {
 	sess   *kgo.GroupTransactSession
 	pool   *matcher.Pool
 	limits *outputLimits
-	sizer  *fetchSizer
+	health *health
+	// unknownSince and unknownLast: since when, and when last, each source
+	// topic was reported unknown (see fetchErrors).
+	unknownSince, unknownLast map[string]time.Time
+	sizer                     *fetchSizer
 
 	values  [][]byte
 	results []matcher.Result
@@ -53,6 +57,10 @@ func (l *loop) run(ctx context.Context) error {
 		"workers", l.pool.Workers(), "max_batch", l.cfg.MaxBatch,
 		"memory_limit", l.cfg.MemoryLimit, "fetch_max_bytes", l.sizer.maxBytes, "fetch_max_partition_bytes", l.sizer.partitionSize)
 
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go l.health.watch(watchCtx, sess.Client())
+
 	// The batch in flight is finished with a context that outlives ctx by
 	// the end budget: a signal must not cut a transaction in half, nor
 	// wait on it past the orchestrator's patience.
@@ -69,22 +77,15 @@ func (l *loop) run(ctx context.Context) error {
 			l.logStopping(ctx)
 			return nil
 		}
-		fetchErrs := 0
-		fetches.EachError(func(topic string, partition int32, err error) {
-			fetchErrs++
-			log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
-		})
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if n := len(p.Records); n > 0 {
-				l.cfg.Metrics.SetLag(p.Topic, p.Partition, p.LastStableOffset-(p.Records[n-1].Offset+1))
-			}
-		})
+		if err := l.fetchErrors(fetches); err != nil {
+			return err
+		}
 		records := fetches.Records()
 		if len(records) > 0 {
 			l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
 		}
 		if len(records) == 0 {
-			if fetchErrs > 0 {
+			if len(fetches) > 0 {
 				// The client retries on its own; do not spin on the errors
 				// it reports meanwhile.
 				select {
@@ -94,6 +95,7 @@ func (l *loop) run(ctx context.Context) error {
 			}
 			continue
 		}
+		skipped := l.deletedBeforeRead(fetches)
 		committed, err := l.transact(work, records)
 		if err != nil && ctx.Err() != nil {
 			// Shutdown cut the transaction's end short: finish aborts it.
@@ -106,6 +108,8 @@ func (l *loop) run(ctx context.Context) error {
 		}
 		if committed {
 			failed = 0
+			l.health.committed(time.Now())
+			l.countSkipped(skipped)
 			continue
 		}
 		produceErr := l.producedErr()

@@ -44,12 +44,10 @@ func (l *loop) startSession(ctx context.Context) (*kgo.GroupTransactSession, err
 		closeSession(sess, leave, cfg)
 		return nil, err
 	}
-	// Ready once started and in the group: not before the start-up
-	// checks, which can still fail.
-	cfg.Metrics.SetReady(func() bool {
-		member, _ := sess.Client().GroupMetadata()
-		return member != ""
-	})
+	// Ready once started, in the group and not stalled: not before the
+	// start-up checks, which can still fail.
+	l.health.lastCommit.Store(time.Now().UnixNano())
+	cfg.Metrics.SetReady(func() bool { return l.health.ready(sess.Client()) })
 	return sess, nil
 }
 

@@ -227,7 +227,7 @@ func checkGroup(ctx context.Context, cl *kgo.Client, cfg *Config) error {
 	if errors.Is(err, kerr.GroupAuthorizationFailed) {
 		return fmt.Errorf("consumer: group %q: not authorized (GROUP_AUTHORIZATION_FAILED): grant the user Read on it", cfg.Group)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) { // a new group does not exist until joined
 		cfg.Logger.Warn("cannot describe the group at start-up; the session will retry", "group", cfg.Group, "err", err)
 	}
 	return nil

@@ -236,8 +236,8 @@ func TestCreateTopicsReplication(t *testing.T) {
 				minISR *string
 			}
 			got := map[string]created{}
-			cluster.KeepControl()
 			cluster.ControlKey(int16(kmsg.CreateTopics), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				cluster.KeepControl()
 				mu.Lock()
 				defer mu.Unlock()
 				for _, rt := range req.(*kmsg.CreateTopicsRequest).Topics {

@@ -40,16 +40,19 @@ const quarantineEventID = "e7bb4b23-66e1-4656-b607-f575fde3b790"
 const secretsDir = "/etc/kafka/secrets"
 
 // TestTLSSCRAM runs the binary against a real broker that takes clients
-// only over TLS with SCRAM-SHA-512 (a SASL_SSL listener), the usual MSK and
-// self-managed set-up: the finding arrives exactly once, the password never
-// reaches the log, a wrong password ends start-up with the broker's
-// authentication error, and a client that trusts another CA is refused at
-// the TLS handshake.
+// only over TLS with SCRAM-SHA-512 (a SASL_SSL listener) and checks ACLs
+// (Kafka's StandardAuthorizer), the usual MSK and self-managed set-up: the
+// finding arrives exactly once, the password never reaches the log, a wrong
+// password ends start-up with the broker's authentication error, a client
+// that trusts another CA is refused at the TLS handshake, a missing right is
+// named at start-up, and a right revoked while it runs ends it with the
+// topic and the error rather than leaving it alive and idle.
 //
 // The broker is its own, not the package's shared one, because its
-// listeners differ. It also has a PLAINTEXT listener, over which the test
-// creates the SCRAM user (no user exists yet to authenticate as) and the
-// topics, and reads the group's offsets.
+// listeners differ. It also has a PLAINTEXT listener, whose anonymous user
+// is a super user, over which the test creates the SCRAM user (no user
+// exists yet to authenticate as), its ACLs and the topics, and reads the
+// group's offsets.
 func TestTLSSCRAM(t *testing.T) {
 	if os.Getenv(kafkatest.EnvBrokers) != "" {
 		t.Skipf("needs a broker with a SASL_SSL listener that the test configures; %s names an existing cluster", kafkatest.EnvBrokers)
@@ -79,6 +82,16 @@ func TestTLSSCRAM(t *testing.T) {
 		if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
 			t.Fatalf("creating topic %s: %v", topic, err)
 		}
+	}
+	// The user's rights: everything on the test's topics, groups and
+	// transactional ids (all named qw-testtlsscram-...), as an operator
+	// would grant it on a prefix; the subtests below take rights away with
+	// DENY entries, which win over ALLOW.
+	prefix := "qw-" + strings.ToLower(t.Name())
+	grant := kadm.NewACLs().Allow("User:" + s.user).AllowHosts().ResourcePatternType(kadm.ACLPatternPrefixed).
+		Topics(prefix).Groups(prefix).TransactionalIDs(prefix).Operations(kadm.OpAll)
+	if res, err := adm.CreateACLs(ctx, grant); err != nil || firstACLErr(res) != nil {
+		t.Fatalf("granting %s its rights: %v %v", s.user, err, firstACLErr(res))
 	}
 	waitSCRAMLogin(ctx, t, s)
 
@@ -195,6 +208,77 @@ func TestTLSSCRAM(t *testing.T) {
 		}
 	})
 
+	t.Run("missing right named at start-up", func(t *testing.T) {
+		denied := kafkatest.Name(t, "denied-source")
+		if _, err := adm.CreateTopic(ctx, 1, 1, nil, denied); err != nil {
+			t.Fatal(err)
+		}
+		deny := kadm.NewACLs().Deny("User:" + s.user).DenyHosts().Topics(denied).Operations(kadm.OpAll)
+		if res, err := adm.CreateACLs(ctx, deny); err != nil || firstACLErr(res) != nil {
+			t.Fatalf("denying %s: %v %v", denied, err, firstACLErr(res))
+		}
+		p := startQW(t, bin, s.password,
+			"--brokers", s.saslAddr, "--tls", "--tls-ca-file", s.caFile,
+			"--sasl-mechanism", kafkaopts.MechanismSCRAM512, "--sasl-username", s.user,
+			"--source-topics", denied, "--alerts-topic", alerts,
+			"--group", kafkatest.Name(t, "group"), "--transactional-id", kafkatest.Name(t, "txn"),
+			"--metrics-addr", "", "--log-format", "json", "--startup-timeout", "20s",
+		)
+		code, exited := p.wait(40 * time.Second)
+		out := p.log()
+		if !exited || code == 0 {
+			t.Fatalf("exited %v with code %d, want a failed start-up; it logged:\n%s", exited, code, out)
+		}
+		for _, want := range []string{strconv.Quote(denied), "TOPIC_AUTHORIZATION_FAILED", "grant the user Read on it"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the error does not say %s; it logged:\n%s", want, out)
+			}
+		}
+		t.Logf("start-up refused: %s", lastLine(out))
+	})
+
+	t.Run("read revoked while running", func(t *testing.T) {
+		src := kafkatest.Name(t, "source")
+		if _, err := adm.CreateTopic(ctx, 1, 1, nil, src); err != nil {
+			t.Fatal(err)
+		}
+		group := kafkatest.Name(t, "group")
+		p := startQW(t, bin, s.password,
+			"--brokers", s.saslAddr, "--tls", "--tls-ca-file", s.caFile,
+			"--sasl-mechanism", kafkaopts.MechanismSCRAM512, "--sasl-username", s.user,
+			"--source-topics", src, "--alerts-topic", alerts,
+			"--group", group, "--transactional-id", kafkatest.Name(t, "txn"),
+			"--log-format", "json", "--startup-timeout", "30s", "--metrics-addr", "127.0.0.1:0",
+		)
+		producer := s.client(t, s.caFile, s.password)
+		normal, err := os.ReadFile(filepath.Join("..", "..", "shared", "samples", "04_assume_role_awsservice_elastic_integrations.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := producer.ProduceSync(ctx, &kgo.Record{Topic: src, Value: normal}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		waitGroupCommitted(ctx, t, adm, group, src, 1)
+		deny := kadm.NewACLs().Deny("User:" + s.user).DenyHosts().Topics(src).Operations(kadm.OpRead)
+		if res, err := adm.CreateACLs(ctx, deny); err != nil || firstACLErr(res) != nil {
+			t.Fatalf("revoking Read on %s: %v %v", src, err, firstACLErr(res))
+		}
+		// Nothing more is written: the revocation shows only in its fetches,
+		// which fail, and the session would retry them for ever.
+		revoked := time.Now()
+		code, exited := p.wait(time.Minute)
+		out := p.log()
+		if !exited {
+			t.Fatalf("still running a minute after Read on its source was revoked, reading nothing; it logged:\n%s", out)
+		}
+		t.Logf("exited with code %d %v after Read was revoked: %s", code, time.Since(revoked).Round(time.Millisecond), lastLine(out))
+		for _, want := range []string{strconv.Quote(src), "TOPIC_AUTHORIZATION_FAILED"} {
+			if code == 0 || !strings.Contains(lastLine(out), want) {
+				t.Errorf("exit code %d, last words do not say %s; it logged:\n%s", code, want, out)
+			}
+		}
+	})
+
 	t.Run("untrusted CA", func(t *testing.T) {
 		cl := s.client(t, s.otherCAFile, s.password)
 		reqCtx, reqCancel := context.WithTimeout(ctx, 30*time.Second)
@@ -270,6 +354,10 @@ func startSCRAMBroker(t *testing.T) *scramBroker {
 		"KAFKA_SSL_KEYSTORE_LOCATION":   secretsDir + "/broker.pem",
 		"KAFKA_SSL_TRUSTSTORE_TYPE":     "PEM",
 		"KAFKA_SSL_TRUSTSTORE_LOCATION": secretsDir + "/ca.pem",
+		// ACLs, as a production cluster checks them. The PLAINTEXT and
+		// controller listeners' anonymous user is the super user.
+		"KAFKA_AUTHORIZER_CLASS_NAME": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+		"KAFKA_SUPER_USERS":           "User:ANONYMOUS",
 	}
 	s.broker = kafkatest.StartForTest(t, kafkatest.Options{
 		Ports:  [2]int{plain, controller},
@@ -594,4 +682,30 @@ func freeTCPPorts(t *testing.T, n int) []int {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return lines[len(lines)-1]
+}
+
+func firstACLErr(res kadm.CreateACLsResults) error {
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+// waitGroupCommitted waits until group has committed offset at of topic's
+// partition 0.
+func waitGroupCommitted(ctx context.Context, t *testing.T, adm *kadm.Client, group, topic string, at int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		offsets, err := adm.FetchOffsets(ctx, group)
+		if o, ok := offsets.Lookup(topic, 0); err == nil && ok && o.At >= at {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s has not committed %s[0] at %d within a minute (%v)", group, topic, at, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -222,6 +222,8 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Duration(&cfg.StartupTimeout, "startup-timeout", consumer.DefaultStartupTimeout, "time allowed to reach the brokers and check the topics")
 	fs.Duration(&cfg.SessionTimeout, "session-timeout", 0, "group session timeout: how soon a silent instance's partitions move (0: 45s)")
 	fs.Duration(&cfg.TransactionTimeout, "transaction-timeout", 0, "how soon the broker aborts a silent instance's open transaction; above --session-timeout, since a commit can wait out a rebalance (0: session timeout + 15s)")
+	fs.Duration(&cfg.StallTimeout, "stall-timeout", consumer.DefaultStallTimeout, "/readyz fails while records wait and nothing has committed for this long")
+	fs.Duration(&cfg.LagInterval, "lag-interval", consumer.DefaultLagInterval, "how often the lag is computed from the group's committed offsets")
 	fetchBytes := 0
 	fs.Int(&fetchBytes, "fetch-max-partition-bytes", 0, "most compressed bytes one fetch returns per partition (0: 1 MiB; less when the memory budget, GOMEMLIMIT, needs it)")
 	fs.Bool(&cfg.TransactionsV2, "transactions-v2", false, "use Kafka's transactions v2 (KIP-890) where the brokers enable it; off, transactions v1, which aborts no batch when commits follow each other closely")

@@ -44,9 +44,17 @@ type Metrics struct {
 	// timestamp to the commit: how far behind the stream the service runs.
 	CommitLatency prometheus.Histogram
 	BatchDuration prometheus.Histogram
-	// Lag is per source partition, records between the last one consumed
-	// and the partition's last stable offset (what read_committed can see).
+	// Lag is per source partition this instance owns, records between the
+	// group's committed offset (or the log start, if below or none) and
+	// the partition's last stable offset (what read_committed can see),
+	// measured on a timer.
 	Lag *prometheus.GaugeVec // topic, partition
+	// LastCommit is the time of the last committed transaction.
+	LastCommit prometheus.Gauge
+	// FetchErrors counts the errors polls returned, by class.
+	FetchErrors *prometheus.CounterVec // class
+	// RecordsSkipped counts records deleted before the group read them.
+	RecordsSkipped *prometheus.CounterVec // topic
 
 	ready    atomic.Pointer[func() bool]
 	stopping atomic.Bool
@@ -79,8 +87,15 @@ func New() *Metrics {
 		BatchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "batch_duration_seconds",
 			Help: "From the start of a transaction to its end.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "consumer_lag_records",
-			Help: "Records between the last consumed and the last stable offset, per source partition."}, []string{"topic", "partition"}),
+			Help: "Records between the group's committed offset and the last stable offset, per source partition this instance owns."}, []string{"topic", "partition"}),
+		LastCommit: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "last_commit_timestamp_seconds",
+			Help: "Unix time of the last committed transaction."}),
 	}
+	m.FetchErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "fetch_errors_total",
+		Help: "Errors returned by polls, by class."}, []string{"class"})
+	m.RecordsSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "records_skipped_total",
+		Help: "Source records deleted (retention) before the group read them, by topic."}, []string{"topic"})
+	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit)
 	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,
 		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.Lag)
 	for _, outcome := range []string{"committed", "aborted"} {
