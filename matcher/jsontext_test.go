@@ -134,6 +134,11 @@ func FuzzUnquote(f *testing.F) {
 	}
 	var x indexer
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The matcher refuses invalid UTF-8 before it decodes anything,
+		// where encoding/json would replace it.
+		if !utf8.Valid(b) {
+			return
+		}
 		if _, kind, errAt := x.index(b); errAt >= 0 || kind != '"' {
 			return
 		}
@@ -142,7 +147,7 @@ func FuzzUnquote(f *testing.F) {
 		if err := json.Unmarshal(raw, &want); err != nil {
 			t.Fatalf("%q: encoding/json: %v", raw, err)
 		}
-		if got := appendUnquoted(nil, raw); string(got) != want && utf8.ValidString(want) {
+		if got := appendUnquoted(nil, raw); string(got) != want {
 			t.Fatalf("%q: decoded %q, encoding/json %q", raw, got, want)
 		}
 	})

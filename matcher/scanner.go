@@ -63,8 +63,11 @@ func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
 	return res
 }
 
-// trim drops the buffers a value grew past keepBytes.
+// trim drops the buffers a value grew past keepBytes, and the references
+// to the value's text that would keep it alive until the next one.
 func (s *Scanner) trim() {
+	s.walker.b = nil
+	s.gzInput.Reset(nil)
 	if cap(s.inflated) > keepBytes {
 		s.inflated = nil
 	}
