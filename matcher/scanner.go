@@ -31,6 +31,9 @@ type Scanner struct {
 	walker   walker
 	// name holds a record's eventName when it has to be decoded.
 	name []byte
+	// large is set when the value's text was over largeText: only then
+	// can a buffer have grown past keepBytes.
+	large bool
 	// Scanners of one Pool are allocated together and each writes its own
 	// state for every record: the pad keeps two of them off one cache line.
 	_ cpu.CacheLinePad
@@ -41,8 +44,13 @@ func (m *Matcher) NewScanner() *Scanner { return &Scanner{m: m} }
 
 // keepBytes is how much buffer a Scanner keeps between values: a value that
 // needed more (a large payload inflated) gives it back when it is done, so
-// that one such value does not stay resident in every worker.
-const keepBytes = 4 << 20
+// that one such value does not stay resident in every worker. No buffer
+// outgrows it on a text of largeText or less (an index entry takes 16
+// bytes for at least four of text).
+const (
+	keepBytes = 4 << 20
+	largeText = 1 << 20
+)
 
 // Match evaluates one record value. Findings are appended to dst[:0], which
 // lets a caller reuse the slice across values.
@@ -63,9 +71,13 @@ func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
 	return res
 }
 
-// trim drops the buffers a value grew past keepBytes, and the references
-// to the value's text that would keep it alive until the next one.
+// trim drops the buffers a large value grew past keepBytes, and the
+// references to its text that would keep it alive until the next one.
 func (s *Scanner) trim() {
+	if !s.large {
+		return
+	}
+	s.large = false
 	s.walker.b = nil
 	s.gzInput.Reset(nil)
 	if cap(s.inflated) > keepBytes {
@@ -90,6 +102,7 @@ func (s *Scanner) match(value []byte, res *Result) {
 		res.fail(inputError(ErrTooLarge, -1, -1, "value is %d bytes, limit %d", len(value), s.m.maxValueBytes))
 		return
 	}
+	s.large = len(value) > largeText
 	text := trimSpace(value)
 	switch {
 	case bytes.HasPrefix(value, []byte(gzipMagic)):
@@ -115,6 +128,7 @@ func (s *Scanner) match(value []byte, res *Result) {
 			return
 		}
 	}
+	s.large = s.large || len(text) > largeText
 	if err := framing(text); err != nil {
 		res.fail(err)
 		return
@@ -224,6 +238,7 @@ func (s *Scanner) evalAWSLogs(data []byte, res *Result) {
 		return
 	}
 	inner := trimSpace(inflated)
+	s.large = s.large || len(inner) > largeText
 	if err := framing(inner); err != nil {
 		res.fail(err)
 		return
@@ -452,6 +467,7 @@ func (s *Scanner) gunzip(b []byte) ([]byte, *InputError) {
 		}
 	}
 	s.inflated = buf[:0]
+	s.large = s.large || cap(buf) > keepBytes // an ISIZE can promise more than came
 	if len(buf) > limit {
 		return nil, inputError(ErrTooLarge, -1, -1, "gzip payload inflates past %d bytes", limit)
 	}
