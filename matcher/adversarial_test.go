@@ -105,6 +105,13 @@ func adversarialValues() []adversarial {
 			repeat(w, `,"event.x":{"action":0}`, matcher.DefaultMaxMembers/2-8)
 			io.WriteString(w, `}`)
 		}, findings: 1},
+		// An ECS document whose event is an array of a million objects,
+		// each a place to look for every field a finding reports.
+		{name: "ecs-1M-event-objects-gzip", write: func(w io.Writer) {
+			io.WriteString(w, `{"event.action":"AttachUserPolicy","event.outcome":"success","event.dataset":"aws.cloudtrail","aws.cloudtrail.request_parameters":`+marker+`,"event":[{"x":0}`)
+			repeat(w, `,{"x":0}`, matcher.DefaultMaxMembers-8)
+			io.WriteString(w, `]}`)
+		}, findings: 1},
 	}
 }
 

@@ -11,8 +11,10 @@ import (
 // arrays, whose elements (objects, or values of the field) Elasticsearch
 // indexes all as the one field. Of duplicate keys spelled alike the last
 // wins; two spellings of one field give it two values, as Elasticsearch
-// would. fn returns false to stop; ecsEach returns false when it did.
-func (f fields) ecsEach(path string, fn func(raw []byte) bool) bool {
+// would. fn returns false to stop; ecsEach returns false when it did. objs
+// caches the objects indexed on the way, which the lookups of one document
+// share.
+func (f fields) ecsEach(path string, objs *ecsObjects, fn func(raw []byte) bool) bool {
 	// The keys that can lead to path are its prefixes ending at a dot, one
 	// per length: bit l of seen says the key of length l was taken.
 	var seen uint64
@@ -34,40 +36,150 @@ func (f fields) ecsEach(path string, fn func(raw []byte) bool) bool {
 			continue // an earlier duplicate
 		}
 		seen |= 1 << len(k)
-		if !f.arena.ecsValues(f.b[m.val.start:m.val.end], rest, fn) {
+		if !objs.values(f.b[m.val.start:m.val.end], rest, fn) {
 			return false
 		}
 	}
 	return true
 }
 
-// ecsValues calls fn with the values at path rest inside the raw value ("":
+// ecsObjects indexes the objects of one ECS document once, however many
+// fields are looked up in them: the first maxECSObjects of them, which an
+// ECS document does not come near. Past them an object is read as it is,
+// member by member, and nothing is kept (ecsEachRaw), so that a document of
+// a million objects costs linear time and no memory.
+type ecsObjects struct {
+	arena *memberArena
+	seen  map[*byte]fields // by the first byte of the object's text
+}
+
+const maxECSObjects = 64
+
+// values calls fn with the values at path rest inside the raw value ("":
 // the value itself), through arrays.
-func (a *memberArena) ecsValues(raw []byte, rest string, fn func(raw []byte) bool) bool {
+func (o *ecsObjects) values(raw []byte, rest string, fn func(raw []byte) bool) bool {
+	raw = trimSpace(raw)
 	if it, ok := elementsOf(raw); ok {
 		for e, ok := it.next(); ok; e, ok = it.next() {
-			if !a.ecsValues(e, rest, fn) {
+			if !o.values(e, rest, fn) {
 				return false
 			}
 		}
 		return true
 	}
 	if rest == "" {
-		return fn(trimSpace(raw))
+		return fn(raw)
 	}
-	o, ok := a.object(raw)
-	return !ok || o.ecsEach(rest, fn)
+	if len(raw) == 0 || raw[0] != '{' {
+		return true
+	}
+	if f, ok := o.seen[&raw[0]]; ok {
+		return f.ecsEach(rest, o, fn)
+	}
+	if len(o.seen) == maxECSObjects {
+		return o.ecsEachRaw(raw, rest, fn)
+	}
+	if o.seen == nil {
+		o.seen = make(map[*byte]fields)
+	}
+	f, _ := o.arena.object(raw)
+	o.seen[&raw[0]] = f
+	return f.ecsEach(rest, o, fn)
 }
 
-// ecsHas reports whether the document has the field path, of any value.
+// ecsEachRaw is ecsEach over an object's validated text, read once: it
+// keeps the last member of each key that can lead to path (one per dot of
+// path, and path itself) and then follows those, the latest first.
+func (o *ecsObjects) ecsEachRaw(b []byte, path string, fn func(raw []byte) bool) bool {
+	type candidate struct {
+		at     int  // where the member starts, to order them
+		val    span // its value
+		keyLen int
+		ok     bool
+	}
+	var last [maxECSPathDots + 1]candidate
+	i := skipSpace(b, 1)
+	for i < len(b) && b[i] == '"' {
+		ks := i
+		i = skipString(b, i)
+		key := b[ks:i]
+		i = skipSpace(b, skipSpace(b, i)+1) // the colon
+		vs := i
+		i = skipValue(b, i)
+		if len(key)-2 <= len(path) || bytes.IndexByte(key, '\\') >= 0 {
+			k, _ := jsonString(key)
+			if k == path || len(k) < len(path) && path[len(k)] == '.' && path[:len(k)] == k {
+				if n := strings.Count(k, "."); n < len(last) {
+					last[n] = candidate{at: ks, val: span{int32(vs), int32(i)}, keyLen: len(k), ok: true}
+				}
+			}
+		}
+		i = skipSpace(b, i)
+		if i < len(b) && b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+	for {
+		best := -1
+		for l := range last {
+			if last[l].ok && (best < 0 || last[l].at > last[best].at) {
+				best = l
+			}
+		}
+		if best < 0 {
+			return true
+		}
+		c := last[best]
+		last[best].ok = false
+		rest := ""
+		if c.keyLen < len(path) {
+			rest = path[c.keyLen+1:]
+		}
+		if !o.values(b[c.val.start:c.val.end], rest, fn) {
+			return false
+		}
+	}
+}
+
+// maxECSPathDots is how many dots a field path a rule or a finding reads
+// may have (aws.cloudtrail.flattened.request_parameters.policyArn has four).
+const maxECSPathDots = 7
+
+// ecsDoc holds the fields of an ECS document that rules read, every value
+// of each.
+type ecsDoc struct {
+	raw        []byte
+	f          fields
+	objs       ecsObjects
+	cloudtrail bool // event.dataset or data_stream.dataset is aws.cloudtrail
+	actions    []string
+	outcomes   []string
+	params     []string // aws.cloudtrail.request_parameters
+}
+
+func newECSDoc(raw []byte, f fields) *ecsDoc {
+	d := &ecsDoc{raw: raw, f: f, objs: ecsObjects{arena: f.arena}}
+	d.actions = d.strings("event.action")
+	d.outcomes = d.strings("event.outcome")
+	d.params = d.strings(FieldRequestParameters)
+	for _, path := range []string{"event.dataset", "data_stream.dataset"} {
+		d.cloudtrail = d.cloudtrail || !d.f.ecsEach(path, &d.objs, func(raw []byte) bool {
+			return !stringIs(raw, "aws.cloudtrail")
+		})
+	}
+	return d
+}
+
+// ecsHas reports whether the document f has the field path, of any value.
 func (f fields) ecsHas(path string) bool {
-	return !f.ecsEach(path, func([]byte) bool { return false })
+	objs := ecsObjects{arena: f.arena}
+	return !f.ecsEach(path, &objs, func([]byte) bool { return false })
 }
 
-// ecsStrings returns the string values of the field path.
-func (f fields) ecsStrings(path string) []string {
+// strings returns the string values of the field path.
+func (d *ecsDoc) strings(path string) []string {
 	var out []string
-	f.ecsEach(path, func(raw []byte) bool {
+	d.f.ecsEach(path, &d.objs, func(raw []byte) bool {
 		if s, ok := jsonString(raw); ok {
 			out = append(out, s)
 		}
@@ -76,42 +188,15 @@ func (f fields) ecsStrings(path string) []string {
 	return out
 }
 
-// ecsString returns the first string value of the field path, or "".
-func (f fields) ecsString(path string) string {
+// string returns the first string value of the field path, or "".
+func (d *ecsDoc) string(path string) string {
 	var out string
-	f.ecsEach(path, func(raw []byte) bool {
+	d.f.ecsEach(path, &d.objs, func(raw []byte) bool {
 		s, ok := jsonString(raw)
 		out = s
 		return !ok
 	})
 	return out
-}
-
-// ecsDoc holds the fields of an ECS document that rules read, every value
-// of each.
-type ecsDoc struct {
-	raw        []byte
-	f          fields
-	cloudtrail bool // event.dataset or data_stream.dataset is aws.cloudtrail
-	actions    []string
-	outcomes   []string
-	params     []string // aws.cloudtrail.request_parameters
-}
-
-func newECSDoc(raw []byte, f fields) *ecsDoc {
-	d := &ecsDoc{
-		raw:      raw,
-		f:        f,
-		actions:  f.ecsStrings("event.action"),
-		outcomes: f.ecsStrings("event.outcome"),
-		params:   f.ecsStrings(FieldRequestParameters),
-	}
-	for _, path := range []string{"event.dataset", "data_stream.dataset"} {
-		d.cloudtrail = d.cloudtrail || !f.ecsEach(path, func(raw []byte) bool {
-			return !stringIs(raw, "aws.cloudtrail")
-		})
-	}
-	return d
 }
 
 // stringIs reports whether the raw JSON value is the string want.
@@ -154,7 +239,7 @@ func (s *Scanner) ecsMatches(c *compiledRule, d *ecsDoc) bool {
 // ecsEvent is the finding's event from an ECS document that rule c
 // matched: its event name and outcome are the values c matched on.
 func ecsEvent(d *ecsDoc, c *compiledRule) Event {
-	get := d.f.ecsString
+	get := d.string
 	ip := get("source.ip")
 	if ip == "" {
 		ip = get("source.address")

@@ -3,6 +3,7 @@ package matcher
 import (
 	"bytes"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -162,5 +163,40 @@ func TestJavaNumbers(t *testing.T) {
 		if got := refJavaNumber(in); got != want {
 			t.Errorf("refJavaNumber(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestECSPastTheCache: past the first 64 objects of an ECS document, which
+// are indexed once, objects are read member by member; the fields are the
+// same either way, duplicates included.
+func TestECSPastTheCache(t *testing.T) {
+	const rp = `"aws.cloudtrail.request_parameters":"{policyArn=arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2}"`
+	filler := strings.Repeat(`{"x":{"y":0}},`, 80)
+	doc := func(last string) []byte {
+		return []byte(`{"event.dataset":"aws.cloudtrail","event.id":"e",` + rp + `,"event":[` + filler + last + `]}`)
+	}
+	elastic := []refFinding{{ElasticQuarantineRule.ID, "e", 0}}
+	for _, c := range []struct {
+		name  string
+		value []byte
+		want  []refFinding
+	}{
+		{"nested", doc(`{"action":"AttachUserPolicy","outcome":"success"}`), elastic},
+		{"dotted inside", doc(`{"x.y":1,"action":"AttachUserPolicy"},{"outcome":"success"}`), elastic},
+		{"the last duplicate wins", doc(`{"action":"DeleteUser","action":"AttachUserPolicy","outcome":"success"}`), elastic},
+		{"the last duplicate loses", doc(`{"action":"AttachUserPolicy","action":"DeleteUser","outcome":"success"}`), nil},
+		{"escaped key", doc(`{"\u0061ction":"AttachUserPolicy","outcome":"success"}`), elastic},
+		{"outcome failure", doc(`{"action":"AttachUserPolicy","outcome":"failure"}`), nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := mustNew(t, Config{Validate: true})
+			res := m.NewScanner().Match(c.value, nil)
+			if res.Err != nil || !slices.Equal(findingsOf(res), c.want) {
+				t.Errorf("findings %v (error %v), want %v", findingsOf(res), res.Err, c.want)
+			}
+			if ref, malformed := reference(c.value, m); malformed || !slices.Equal(ref, c.want) {
+				t.Errorf("reference %v (malformed %v), want %v", ref, malformed, c.want)
+			}
+		})
 	}
 }
