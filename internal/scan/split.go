@@ -437,7 +437,6 @@ func (f *framer) frame(ch *chunk) *batch {
 	} else {
 		f.carry = append(f.carry[:0:min(cap(f.carry), 2*reserve)], rest...)
 	}
-	f.line += int64(bytes.Count(b.region[:used], []byte{'\n'}))
 	f.off += int64(used)
 	if tried && len(rest) > reserve && !final {
 		f.need = min(2*len(rest), f.limit+1)
@@ -454,21 +453,33 @@ func (f *framer) frame(ch *chunk) *batch {
 
 // cut adds the documents of b.region to b and returns how many bytes they
 // took; what follows is carried over. ends are the member ends in the
-// region; final says that the region ends the content.
+// region; final says that the region ends the content. It counts the lines
+// of what it takes as it goes (a line taken whole holds no newline), which
+// saves a pass over the region.
 func (f *framer) cut(b *batch, ends []int, final bool) int {
 	region := b.region
 	pos := 0
 	if f.skip != nil {
 		end, ok := f.skip.feed(region, ends, final)
 		if !ok {
-			return len(region)
+			end = len(region)
+		}
+		f.line += int64(bytes.Count(region[:end], []byte{'\n'}))
+		if !ok {
+			return end
 		}
 		f.skip = nil
 		pos = end
 	}
 	e := 0 // the first member end after pos
 	for {
-		start := skipSpace(region, pos)
+		start := pos
+		for start < len(region) && isSpace(region[start]) {
+			if region[start] == '\n' {
+				f.line++
+			}
+			start++
+		}
 		if start == len(region) {
 			return start
 		}
@@ -514,6 +525,7 @@ func (f *framer) cut(b *batch, ends []int, final bool) int {
 			return f.pending(b, start)
 		}
 		b.add(doc{start: start, end: end})
+		f.line += int64(bytes.Count(region[start:end], []byte{'\n'}))
 		pos = end
 	}
 }
@@ -528,6 +540,7 @@ func (f *framer) pending(b *batch, start int) int {
 	}
 	f.skip = newSkipper(&f.sp, region[start:])
 	b.add(doc{start: start, end: len(region), tooLarge: true})
+	f.line += int64(bytes.Count(region[start:], []byte{'\n'}))
 	return len(region)
 }
 
