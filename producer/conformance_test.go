@@ -2,7 +2,9 @@ package producer
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -741,6 +743,78 @@ func (c *ocsfChecker) scalarProblem(typ string, x any) string {
 		}
 	}
 	return ""
+}
+
+// TestLargeOCSFAlertsConform: a matching record whose user agent is
+// 700 KB, or 100 KB (whose alert fits the topic whole), encoded in OCSF and
+// made to fit the default topic limit as the consumer does (EncodeRecord,
+// then FitAlert), conforms to the official schema: OCSF 1.3's string_t
+// allows 65,535 characters, and raw_data is the whole source event. A
+// string cut for it is listed with the whole value's length and SHA-256,
+// computed here from the event itself.
+func TestLargeOCSFAlertsConform(t *testing.T) {
+	ocsfc := loadOCSFChecker(t)
+	maxLen := ocsfc.types["string_t"].MaxLen
+	if maxLen != 65535 {
+		t.Fatalf("string_t max_len %d in the schema file, want OCSF 1.3's 65535", maxLen)
+	}
+	for _, tc := range []struct {
+		name string
+		f    matcher.Finding
+	}{
+		{"700 KB user agent of quotes", hugeFinding(t, `"`, 350_000)},
+		{"100 KB user agent, alert under the limit", hugeFinding(t, "a", 100_000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if n := utf8.RuneCount(tc.f.Event.Original); n <= maxLen {
+				t.Fatalf("the event is %d characters: the case proves nothing", n)
+			}
+			whole, err := EncodeRecord(OCSF{}, tc.f, Source{Topic: "cloudtrail", Partition: 3, Offset: 7}, detected, "alerts")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := FitAlert(OCSF{}, whole, DefaultMaxMessageBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if vs := ocsfc.check(out.Value); len(vs) > 0 {
+				t.Errorf("%d violations of OCSF %s in the %d-byte alert:\n%s", len(vs), ocsfc.version, len(out.Value), strings.Join(vs, "\n"))
+			}
+			var doc struct {
+				RawData  string `json:"raw_data"`
+				Unmapped struct {
+					QW struct {
+						Truncated []struct {
+							Field  string `json:"field"`
+							Bytes  int    `json:"bytes"`
+							SHA256 string `json:"sha256"`
+						} `json:"truncated"`
+					} `json:"quarantine_watch"`
+				} `json:"unmapped"`
+			}
+			if err := json.Unmarshal(out.Value, &doc); err != nil {
+				t.Fatal(err)
+			}
+			original := string(tc.f.Event.Original)
+			if !strings.HasPrefix(original, doc.RawData) || len(doc.RawData) < 1000 {
+				t.Errorf("raw_data (%d bytes) is not a prefix of the event (%d bytes)", len(doc.RawData), len(original))
+			}
+			sum := sha256.Sum256(tc.f.Event.Original)
+			listed := false
+			for _, tr := range doc.Unmapped.QW.Truncated {
+				if tr.Field == "raw_data" {
+					listed = true
+					if tr.Bytes != len(original) || tr.SHA256 != hex.EncodeToString(sum[:]) {
+						t.Errorf("raw_data listed as %d bytes, sha256 %s; the event is %d bytes, sha256 %x", tr.Bytes, tr.SHA256, len(original), sum)
+					}
+				}
+			}
+			if !listed {
+				t.Errorf("raw_data is not listed as truncated: %+v", doc.Unmapped.QW.Truncated)
+			}
+			t.Logf("event %d bytes; alert %d bytes, fitted %d; raw_data %d characters", len(original), len(whole.Value), len(out.Value), utf8.RuneCountInString(doc.RawData))
+		})
+	}
 }
 
 // TestConformanceCheckersCatch: each checker reports each kind of defect

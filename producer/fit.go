@@ -94,6 +94,23 @@ func (OCSF) TruncationMarker() []string {
 	return []string{"unmapped", "quarantine_watch", "truncated"}
 }
 
+// StringCap is implemented by Encoders whose format bounds the length of
+// string values: FitAlert cuts every longer string, but those under the
+// subtrees Exempt names (top-level keys), to MaxChars characters, and lists
+// it as it lists the strings it cuts for size.
+type StringCap interface {
+	StringCap() (maxChars int, exempt []string)
+}
+
+// ocsfMaxStringChars is OCSF 1.3's max_len of string_t, the base type of
+// every string attribute: a longer raw_data (the whole source event, often
+// over it when a user agent or request is large) makes the document invalid.
+const ocsfMaxStringChars = 65535
+
+// StringCap returns OCSF's 65,535 characters; unmapped, OCSF's generic
+// object, is not bound by it.
+func (OCSF) StringCap() (int, []string) { return ocsfMaxStringChars, []string{"unmapped"} }
+
 // AlertTooLargeError is FitAlert's error when an alert does not fit its
 // topic even with every long string cut to minKeptString bytes. Its class
 // is ClassAlertTooLarge: the source record goes to the dead-letter topic.
@@ -114,16 +131,22 @@ func (e *AlertTooLargeError) Error() string {
 func (e *AlertTooLargeError) Class() string { return ClassAlertTooLarge }
 
 // FitAlert returns r, an alert record of enc's format (EncodeRecord), cut
-// to fit limit bytes (RecordBytes). A record that fits is returned as it
-// is. Otherwise the longest string values of the document are cut, each to
-// the same length (the longest that fits, at least minKeptString encoded
-// bytes) at a character boundary, and listed with their whole length and
-// SHA-256 (TruncatedField) where enc's TruncationMarker says; every other
-// value, and the key and headers, are kept. When even that does not fit,
-// the error is an *AlertTooLargeError.
+// to fit limit bytes (RecordBytes) and enc's StringCap. A record that fits
+// both is returned as it is. Otherwise strings over the cap are cut to it,
+// then, if the document is still too large, the longest string values are
+// cut, each to the same length (the longest that fits, at least
+// minKeptString encoded bytes) at a character boundary; every cut string is
+// listed with its whole length and SHA-256 (TruncatedField) where enc's
+// TruncationMarker says; every other value, and the key and headers, are
+// kept. When even that does not fit, the error is an *AlertTooLargeError.
 func FitAlert(enc Encoder, r *kgo.Record, limit int) (*kgo.Record, error) {
 	size := RecordBytes(r)
-	if size <= limit {
+	maxChars, exempt := 0, []string(nil)
+	if c, ok := enc.(StringCap); ok {
+		maxChars, exempt = c.StringCap()
+	}
+	// A value of no more bytes than the cap holds no string over it.
+	if size <= limit && (maxChars <= 0 || len(r.Value) <= maxChars) {
 		return r, nil
 	}
 	marker := []string{"truncated"}
@@ -134,8 +157,16 @@ func FitAlert(enc Encoder, r *kgo.Record, limit int) (*kgo.Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("producer: cutting the %s alert to fit: %w", enc.Format(), err)
 	}
+	if doc.kind != '{' {
+		return nil, fmt.Errorf("producer: cutting the %s alert to fit: the document is not a JSON object", enc.Format())
+	}
+	leaves := doc.strings("", nil)
+	capped := capStrings(leaves, maxChars, exempt)
+	if size <= limit && capped == 0 {
+		return r, nil
+	}
 	budget := limit - (size - len(r.Value))
-	value, minSize, err := doc.fit(budget, marker)
+	value, minSize, err := doc.fit(leaves, budget, marker)
 	if err != nil {
 		return nil, fmt.Errorf("producer: cutting the %s alert to fit: %w", enc.Format(), err)
 	}
@@ -222,8 +253,51 @@ type leaf struct {
 	path string
 	n    *node
 	enc  int // encoded length, quotes included
+	// whole is the value before capStrings cut it, when it did (capped).
+	whole  string
+	capped bool
 	// entry is the leaf's TruncatedField as JSON, made when first needed.
 	entry []byte
+}
+
+// capStrings cuts every leaf longer than maxChars characters (0: no cap),
+// but those under an exempt top-level key, to its first maxChars, and
+// returns how many it cut.
+func capStrings(leaves []*leaf, maxChars int, exempt []string) int {
+	if maxChars <= 0 {
+		return 0
+	}
+	n := 0
+	for _, l := range leaves {
+		// Characters are at most bytes: only a longer value can be over.
+		if len(l.n.text) <= maxChars || underAny(l.path, exempt) {
+			continue
+		}
+		i, chars := 0, 0
+		for i < len(l.n.text) && chars < maxChars {
+			_, w := utf8.DecodeRuneInString(l.n.text[i:])
+			i += w
+			chars++
+		}
+		if i == len(l.n.text) {
+			continue
+		}
+		l.whole, l.capped = l.n.text, true
+		l.n.text = l.n.text[:i]
+		l.enc = encodedLen(l.n.text)
+		n++
+	}
+	return n
+}
+
+// underAny says whether the dotted path is one of tops or below one.
+func underAny(path string, tops []string) bool {
+	for _, t := range tops {
+		if path == t || (len(path) > len(t) && path[len(t)] == '.' && path[:len(t)] == t) {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *node) strings(path string, out []*leaf) []*leaf {
@@ -248,8 +322,12 @@ func (n *node) strings(path string, out []*leaf) []*leaf {
 // truncatedEntry returns l's TruncatedField as JSON.
 func (l *leaf) truncatedEntry() ([]byte, error) {
 	if l.entry == nil {
-		sum := sha256.Sum256([]byte(l.n.text))
-		b, err := json.Marshal(TruncatedField{Field: l.path, Bytes: len(l.n.text), SHA256: hex.EncodeToString(sum[:])})
+		whole := l.n.text
+		if l.capped {
+			whole = l.whole
+		}
+		sum := sha256.Sum256([]byte(whole))
+		b, err := json.Marshal(TruncatedField{Field: l.path, Bytes: len(whole), SHA256: hex.EncodeToString(sum[:])})
 		if err != nil {
 			return nil, err
 		}
@@ -258,8 +336,9 @@ func (l *leaf) truncatedEntry() ([]byte, error) {
 	return l.entry, nil
 }
 
-// fit returns the document encoded with its strings cut to the longest
-// common length that fits budget bytes, and the cut fields listed at
+// fit returns the document (an object, whose string values are leaves)
+// encoded with its strings cut to the longest common length that fits
+// budget bytes, and the cut fields (those capStrings cut too) listed at
 // marker; nil if it does not fit even when cut to minKeptString, with its
 // size then.
 //
@@ -267,11 +346,14 @@ func (l *leaf) truncatedEntry() ([]byte, error) {
 // encoded length and the list's, with the document encoded once with an
 // empty list for the rest; the result is encoded and measured, and searched
 // again by measuring if it does not fit.
-func (n *node) fit(budget int, marker []string) ([]byte, int, error) {
+func (n *node) fit(leaves []*leaf, budget int, marker []string) ([]byte, int, error) {
 	if n.kind != '{' {
 		return nil, 0, errors.New("the document is not a JSON object")
 	}
-	leaves := n.strings("", nil)
+	// Capped strings alone may be all the cutting needed.
+	if out, err := n.encodeCut(leaves, math.MaxInt, marker); err != nil || len(out) <= budget {
+		return out, len(out), err
+	}
 	var frame bytes.Buffer
 	if err := n.encode(&frame, marker, []byte("[]")); err != nil {
 		return nil, 0, err
@@ -282,7 +364,7 @@ func (n *node) fit(budget int, marker []string) ([]byte, int, error) {
 		total, list := frame.Len()-len("[]"), len("[]")
 		cut := 0
 		for _, l := range leaves {
-			if l.enc <= c {
+			if l.enc <= c && !l.capped {
 				continue
 			}
 			e, err := l.truncatedEntry()
@@ -356,7 +438,7 @@ func (n *node) encodeCut(leaves []*leaf, limit int, marker []string) ([]byte, er
 		}
 	}()
 	for _, l := range leaves {
-		if l.enc <= limit {
+		if l.enc <= limit && !l.capped {
 			continue
 		}
 		e, err := l.truncatedEntry()
