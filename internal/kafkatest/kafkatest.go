@@ -4,14 +4,17 @@
 // 127.0.0.1 ports, set up for transactions with one replica.
 //
 // It can kill the broker hard (SIGKILL) and start the same container again on
-// the same data and ports, which is what exactly-once tests need. Setting
+// the same data and ports, which is what exactly-once tests need.
+// StartCluster runs three such nodes as one KRaft cluster (three voters,
+// three replicas, min.insync.replicas 2), each of which can be killed and
+// restarted alone, for tests of leader and coordinator failover. Setting
 // KAFKA_BROKERS makes it use that cluster instead of a container; Kill, Stop
 // and Restart then return ErrExternal.
 //
 // What it deliberately does not do: pull images (the image must be on the
 // Docker host; see DefaultImage and LocalImage), create Docker networks
-// (it would need a bridge, and every byte must stay on 127.0.0.1), run
-// more than one broker, or offer TLS and SASL.
+// (it would need a bridge, and every byte must stay on 127.0.0.1), or offer
+// TLS and SASL.
 package kafkatest
 
 import (
@@ -177,25 +180,10 @@ func start(ctx context.Context, opts Options, created func(testcontainers.Contai
 		return startExternal(ctx, v, opts)
 	}
 
-	// The reaper (Ryuk) is a container whose image would have to be pulled,
-	// and kafkatest never pulls: without a say-so from the environment, do
-	// without it. Containers are removed by Terminate and CleanupContainer,
-	// and carry Label for the rare leftover.
-	if os.Getenv("TESTCONTAINERS_RYUK_DISABLED") == "" {
-		os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	}
-
-	provider, err := newProvider()
+	provider, err := dockerHost(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: no Docker host: %v", ErrUnavailable, err)
+		return nil, err
 	}
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = provider.Health(hctx)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("%w: Docker does not answer: %v", ErrUnavailable, err)
-	}
-
 	image, err := resolveImage(ctx, provider.Client(), opts.Image)
 	if err != nil {
 		return nil, err
@@ -207,22 +195,64 @@ func start(ctx context.Context, opts Options, created func(testcontainers.Contai
 		}
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	env := BrokerEnv(ports[0], ports[1])
-	for k, v := range opts.Env {
+	env := overlay(BrokerEnv(ports[0], ports[1]), opts.Env)
+	b, err := createNode(ctx, provider, image, env, opts.Mounts, addr, opts.startTimeout(), created)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.startAndWait(ctx); err != nil {
+		terminate(b.ctr)
+		return nil, err
+	}
+	return b, nil
+}
+
+// dockerHost connects to Docker, or returns an error wrapping
+// ErrUnavailable.
+func dockerHost(ctx context.Context) (*testcontainers.DockerProvider, error) {
+	// The reaper (Ryuk) is a container whose image would have to be pulled,
+	// and kafkatest never pulls: without a say-so from the environment, do
+	// without it. Containers are removed by Terminate and CleanupContainer,
+	// and carry Label for the rare leftover.
+	if os.Getenv("TESTCONTAINERS_RYUK_DISABLED") == "" {
+		os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+	}
+	provider, err := newProvider()
+	if err != nil {
+		return nil, fmt.Errorf("%w: no Docker host: %v", ErrUnavailable, err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = provider.Health(hctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: Docker does not answer: %v", ErrUnavailable, err)
+	}
+	return provider, nil
+}
+
+// overlay sets the variables of over in env, removing those set to "".
+func overlay(env, over map[string]string) map[string]string {
+	for k, v := range over {
 		if v == "" {
 			delete(env, k)
 			continue
 		}
 		env[k] = v
 	}
+	return env
+}
 
+// createNode creates, without starting it, the container of one broker on
+// the host network that clients reach at addr.
+func createNode(ctx context.Context, provider *testcontainers.DockerProvider, image string, env, mounts map[string]string,
+	addr string, timeout time.Duration, created func(testcontainers.Container)) (*Broker, error) {
 	req := testcontainers.ContainerRequest{
 		Image:  image,
 		Env:    env,
 		Labels: map[string]string{Label: "1"},
 		HostConfigModifier: func(hc *container.HostConfig) {
 			hc.NetworkMode = "host"
-			for ctrPath, hostPath := range opts.Mounts {
+			for ctrPath, hostPath := range mounts {
 				hc.Binds = append(hc.Binds, hostPath+":"+ctrPath+":ro")
 			}
 		},
@@ -235,18 +265,13 @@ func start(ctx context.Context, opts Options, created func(testcontainers.Contai
 		terminate(ctr)
 		return nil, fmt.Errorf("kafkatest: creating the broker container from %s: %w", image, err)
 	}
-	b := &Broker{
+	return &Broker{
 		addrs:    []string{addr},
-		timeout:  opts.startTimeout(),
+		timeout:  timeout,
 		image:    image,
 		ctr:      ctr,
 		provider: provider,
-	}
-	if err := b.startAndWait(ctx); err != nil {
-		terminate(ctr)
-		return nil, err
-	}
-	return b, nil
+	}, nil
 }
 
 // newProvider connects to Docker. The default provider attaches every
