@@ -357,6 +357,9 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
+	for _, reason := range abortReasons {
+		cfg.Metrics.TransactionsAborted.WithLabelValues(reason)
+	}
 	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
 	defer stopReady()
 	cfg.health = newHealth(&cfg)

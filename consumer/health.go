@@ -130,6 +130,9 @@ type health struct {
 	mu    sync.Mutex
 	owned map[string]map[int32]bool
 
+	// moves counts the callbacks that added or took partitions: an abort
+	// across a change of it was a rebalance's.
+	moves      atomic.Int64
 	lag        atomic.Int64 // records, over the owned partitions, at the last measure
 	lagSince   atomic.Int64 // unix nanoseconds since when lag has been above 0; 0 without lag
 	lastCommit atomic.Int64 // unix nanoseconds of the last commit, or of the session's start
@@ -142,6 +145,9 @@ func newHealth(cfg *Config) *health {
 
 // assigned and gone are the session's partition callbacks.
 func (h *health) assigned(_ context.Context, _ *kgo.Client, added map[string][]int32) {
+	if len(added) > 0 {
+		h.moves.Add(1)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for t, ps := range added {
@@ -155,6 +161,9 @@ func (h *health) assigned(_ context.Context, _ *kgo.Client, added map[string][]i
 }
 
 func (h *health) gone(_ context.Context, _ *kgo.Client, gone map[string][]int32) {
+	if len(gone) > 0 {
+		h.moves.Add(1)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for t, ps := range gone {

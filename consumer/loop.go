@@ -70,7 +70,8 @@ func (l *loop) run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(endBudget, cancelWork) })
 	defer stop()
 
-	failed := 0
+	failed := 0               // batches aborted in a row for produce errors
+	var refused time.Duration // the last back-off after a refused commit
 	for {
 		fetches := l.sess.PollRecords(ctx, l.cfg.MaxBatch)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -96,7 +97,7 @@ func (l *loop) run(ctx context.Context) error {
 			continue
 		}
 		skipped := l.deletedBeforeRead(fetches)
-		committed, err := l.transact(work, records)
+		committed, reason, err := l.transact(work, records)
 		if err != nil && ctx.Err() != nil {
 			// Shutdown cut the transaction's end short: finish aborts it.
 			log.Warn("shutdown cut the open transaction short", "err", err, "end_budget", endBudget)
@@ -107,24 +108,31 @@ func (l *loop) run(ctx context.Context) error {
 			return err
 		}
 		if committed {
-			failed = 0
+			failed, refused = 0, 0
 			l.health.committed(time.Now())
 			l.countSkipped(skipped)
 			continue
 		}
-		produceErr := l.producedErr()
-		if produceErr == nil {
-			continue // a rebalance: nothing to back off from
-		}
-		failed++
-		if failed >= maxFailedBatches {
-			return fmt.Errorf("consumer: %d batches in a row aborted, last produce error: %w", failed, produceErr)
-		}
-		backoff := time.Duration(failed) * 500 * time.Millisecond
-		log.Warn("batch aborted after a produce error, replaying", "err", produceErr, "backoff", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		switch reason {
+		case abortRebalance:
+			refused = 0 // the batch is read again by its new owner: nothing to wait for
+		case abortRefused:
+			// The coordinator that refused is asked again only after a
+			// growing pause: re-polling at once replays the batch into
+			// the same refusal as fast as the broker answers.
+			refused = nextBackoff(refused, refusedBackoffMin, refusedBackoffMax)
+			log.Warn("transaction aborted without a rebalance: the commit was refused; replaying the batch after a pause",
+				"reason", reason, "backoff", refused)
+			sleepCtx(ctx, refused)
+		case abortProduce:
+			produceErr := l.producedErr()
+			failed++
+			if failed >= maxFailedBatches {
+				return fmt.Errorf("consumer: %d batches in a row aborted, last produce error: %w", failed, produceErr)
+			}
+			backoff := time.Duration(failed) * 500 * time.Millisecond
+			log.Warn("batch aborted after a produce error, replaying", "err", produceErr, "backoff", backoff)
+			sleepCtx(ctx, backoff)
 		}
 	}
 }
@@ -137,12 +145,14 @@ func (l *loop) logStopping(ctx context.Context) {
 }
 
 // transact evaluates one polled batch and ends its transaction. It reports
-// whether the transaction committed; an error is not retryable (see
-// GroupTransactSession.End).
-func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error) {
+// whether the transaction committed and, if not, why (see abortReason);
+// an error is not retryable (see GroupTransactSession.End).
+func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, string, error) {
 	began := time.Now()
+	moves := l.health.moves.Load()
+	_, generation := l.sess.Client().GroupMetadata()
 	if err := l.sess.Begin(); err != nil {
-		return false, fmt.Errorf("consumer: beginning transaction: %w", err)
+		return false, "", fmt.Errorf("consumer: beginning transaction: %w", err)
 	}
 	l.txnOpen = true
 	l.setProduceErr(nil)
@@ -218,16 +228,20 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 	l.txnOpen = err != nil
 	m := l.cfg.Metrics
 	m.BatchDuration.Observe(time.Since(began).Seconds())
+	var reason string
 	if err != nil || !committed {
+		_, nowGeneration := l.sess.Client().GroupMetadata()
+		reason = abortReason(ctx, produceErr, err, l.health.moves.Load() != moves || nowGeneration != generation)
 		l.cfg.Stats.Aborted.Add(1)
 		m.Transactions.WithLabelValues("aborted").Inc()
+		m.TransactionsAborted.WithLabelValues(reason).Inc()
 	}
 	if err != nil {
-		return false, fmt.Errorf("consumer: ending transaction: %w", err)
+		return false, reason, fmt.Errorf("consumer: ending transaction: %w", err)
 	}
 	if !committed {
-		l.cfg.Logger.Info("transaction aborted; the batch will be read again", "records", n, "produce_err", produceErr)
-		return false, nil
+		l.cfg.Logger.Info("transaction aborted; the batch will be read again", "records", n, "reason", reason, "produce_err", produceErr)
+		return false, reason, nil
 	}
 	var findings int64
 	for _, f := range l.pendingFindings {
@@ -257,7 +271,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, error
 	for _, class := range l.pendingClasses {
 		m.DeadLetters.WithLabelValues(class).Inc()
 	}
-	return true, nil
+	return true, "", nil
 }
 
 // pendingFinding is what the metrics need of a finding once it commits.

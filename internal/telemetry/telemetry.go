@@ -37,6 +37,9 @@ type Metrics struct {
 	Findings        *prometheus.CounterVec // rule
 	DeadLetters     *prometheus.CounterVec // class
 	Transactions    *prometheus.CounterVec // outcome: committed, aborted
+	// TransactionsAborted counts aborted transactions by reason; the
+	// consumer names the reasons.
+	TransactionsAborted *prometheus.CounterVec // reason
 	// DetectionLatency is, per finding, from the source record's Kafka
 	// timestamp to the commit that made the finding visible.
 	DetectionLatency prometheus.Histogram
@@ -95,7 +98,9 @@ func New() *Metrics {
 		Help: "Errors returned by polls, by class."}, []string{"class"})
 	m.RecordsSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "records_skipped_total",
 		Help: "Source records deleted (retention) before the group read them, by topic."}, []string{"topic"})
-	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit)
+	m.TransactionsAborted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "transactions_aborted_total",
+		Help: "Transactions aborted, by reason."}, []string{"reason"})
+	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted)
 	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,
 		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.Lag)
 	for _, outcome := range []string{"committed", "aborted"} {
