@@ -70,10 +70,12 @@ image:
 image-smoke: image
 	deploy/image/smoke.sh $(QW_IMAGE)
 
-# deploy-check validates deploy/kubernetes and deploy/compose offline.
+# deploy-check validates deploy/kubernetes and deploy/compose offline, and
+# checks and tests the Prometheus alerting rules (promtool).
 deploy-check:
 	deploy/kubernetes/validate.sh
 	deploy/compose/validate.sh
+	deploy/prometheus/check.sh
 
 # bench-e2e is the end-to-end benchmark (integration/bench/e2e, docs/benchmarks.md):
 # quarantine-watch beside a raw franz-go consumer, a Kafka Streams EOS peer

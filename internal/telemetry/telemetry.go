@@ -100,7 +100,16 @@ func New() *Metrics {
 		Help: "Source records deleted (retention) before the group read them, by topic."}, []string{"topic"})
 	m.TransactionsAborted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "transactions_aborted_total",
 		Help: "Transactions aborted, by reason."}, []string{"reason"})
-	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted)
+	// ready is /readyz as a metric, so that an alert can see a stalled
+	// instance whose /metrics Prometheus still scrapes.
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "ready",
+		Help: "1 when /readyz answers 200: started, joined, not stalled, not shutting down."}, func() float64 {
+		if m.Ready() {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted, ready)
 	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,
 		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.Lag)
 	for _, outcome := range []string{"committed", "aborted"} {
