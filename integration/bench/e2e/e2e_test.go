@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +164,62 @@ func TestTable(t *testing.T) {
 		"quarantine-watch run        900       0.90\n"
 	if b.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+// TestCollect checks the split of each finding's latency into the
+// producer's wait and the part after the broker's ack, on times written by
+// hand: a warm-up positive is left out of every column, a finding never
+// received is censored in both latencies.
+func TestCollect(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	all := []*sent{
+		{id: "warm", at: ms(0), acked: ms(5)},  // before measureFrom
+		{id: "a", at: ms(100), acked: ms(130)}, // received at 180: 80 in all, 50 after the ack
+		{id: "b", at: ms(200), acked: ms(400)}, // received at 420: 220 in all, 20 after the ack
+		{id: "c", at: ms(300), acked: ms(310)}, // never received
+		{id: "d", at: ms(500), acked: ms(501)}, // received at 601: 101 in all, 100 after the ack
+	}
+	seen := map[string]time.Time{"warm": ms(50), "a": ms(180), "b": ms(420), "d": ms(601)}
+	var lr latencyResult
+	if missing := lr.collect(all, seen, ms(100)); missing != 1 {
+		t.Errorf("missing = %d, want 1", missing)
+	}
+	d := func(n ...int) (out []time.Duration) {
+		for _, v := range n {
+			out = append(out, time.Duration(v)*time.Millisecond)
+		}
+		return out
+	}
+	if want := d(80, 101, 220); !slices.Equal(lr.samples, want) {
+		t.Errorf("samples = %v, want %v", lr.samples, want)
+	}
+	if want := d(20, 50, 100); !slices.Equal(lr.own, want) {
+		t.Errorf("own = %v, want %v", lr.own, want)
+	}
+	if want := d(1, 10, 30, 200); !slices.Equal(lr.queued, want) {
+		t.Errorf("queued = %v, want %v", lr.queued, want)
+	}
+	if lr.censored != 1 {
+		t.Errorf("censored = %d, want 1", lr.censored)
+	}
+	// Of four measured findings, the 75th percentile is the third (100 ms
+	// after the ack) and the 99th the censored one.
+	if got := lr.ownPercentile(0.75); got != 100*time.Millisecond {
+		t.Errorf("ownPercentile(0.75) = %v, want 100ms", got)
+	}
+	lr.drain = time.Minute
+	if got := lr.ownCell(0.99); got != "> 60000" {
+		t.Errorf("ownCell(0.99) = %q, want > 60000", got)
+	}
+
+	var ref latencyResult
+	ref.reference = true
+	if missing := ref.collect(all, nil, ms(100)); missing != 0 || len(ref.samples) != 0 || len(ref.own) != 0 || len(ref.queued) != 4 {
+		t.Errorf("reference: missing %d, %d samples, %d own, %d queued; want 0, 0, 0, 4", missing, len(ref.samples), len(ref.own), len(ref.queued))
+	}
+	if got := ref.ownCell(0.99); got != "-" {
+		t.Errorf("reference ownCell = %q, want -", got)
 	}
 }

@@ -23,30 +23,50 @@ type latencyResult struct {
 	// and finds nothing, so only the producer's wait is measured, the
 	// part of every latency that is the broker's, not the contender's.
 	reference bool
-	samples   []time.Duration // positives produced after the warm-up, sorted
-	queued    []time.Duration // of those, record timestamp to the broker's ack, sorted
-	censored  int             // of those, findings not received by the end of the drain
-	drain     time.Duration   // how long findings were awaited after the load
-	cpu       time.Duration
-	busy      time.Duration // warm-up and measurement: the window cpu is compared with
-	rss       int64
-	note      string // a warning that does not invalidate the result
-	err       error
+	// fixed marks quarantine-watch's run at -latency-qw-rate, which has
+	// its own target.
+	fixed   bool
+	samples []time.Duration // positives produced after the warm-up, sorted
+	queued  []time.Duration // of those, record timestamp to the broker's ack, sorted
+	// own is, of the samples, the broker's ack of the source record to the
+	// finding's receipt, sorted: the part of the latency that is the
+	// contender's (and the broker's serving of it), not the producer's.
+	own      []time.Duration
+	censored int           // of those, findings not received by the end of the drain
+	drain    time.Duration // how long findings were awaited after the load
+	cpu      time.Duration
+	busy     time.Duration // warm-up and measurement: the window cpu is compared with
+	rss      int64
+	note     string // a warning that does not invalidate the result
+	err      error
 }
 
 // percentile returns the nearest-rank p-th percentile (0 < p <= 1), or
 // -1 when it falls among the findings never received (longer than any
 // sample).
 func (l latencyResult) percentile(p float64) time.Duration {
-	n := len(l.samples) + l.censored
+	return nearestRank(l.samples, l.censored, p)
+}
+
+// ownPercentile is percentile of the time from the broker's ack of the
+// source record to the finding's receipt.
+func (l latencyResult) ownPercentile(p float64) time.Duration {
+	return nearestRank(l.own, l.censored, p)
+}
+
+// nearestRank returns the nearest-rank p-th percentile of sorted and
+// censored more values longer than any of them, or -1 when it falls among
+// those.
+func nearestRank(sorted []time.Duration, censored int, p float64) time.Duration {
+	n := len(sorted) + censored
 	if n == 0 {
 		return 0
 	}
 	i := max(0, min(int(float64(n)*p+0.999999)-1, n-1))
-	if i >= len(l.samples) {
+	if i >= len(sorted) {
 		return -1
 	}
-	return l.samples[i]
+	return sorted[i]
 }
 
 // queuedP99 is the 99th percentile of the time the measured positives
@@ -65,7 +85,18 @@ func (l latencyResult) msCell(p float64) string {
 	if l.reference {
 		return "-"
 	}
-	d := l.percentile(p)
+	return l.cell(l.percentile(p))
+}
+
+// ownCell is msCell of ownPercentile.
+func (l latencyResult) ownCell(p float64) string {
+	if l.reference {
+		return "-"
+	}
+	return l.cell(l.ownPercentile(p))
+}
+
+func (l latencyResult) cell(d time.Duration) string {
 	if d < 0 {
 		return fmt.Sprintf("> %.0f", msf(l.drain))
 	}
@@ -81,8 +112,8 @@ func (l latencyResult) String() string {
 		}
 		return s
 	}
-	s := fmt.Sprintf("latency: %-16s %d records/s asked, %.0f produced, %d samples (%d never received), p50 %s ms, p99 %s ms, max %s ms (of which in the producer: p99 %.0f ms), peak RSS %.0f MB",
-		l.contender, l.target, l.achieved, len(l.samples)+l.censored, l.censored, l.msCell(0.5), l.msCell(0.99), l.msCell(1), msf(l.queuedP99()), float64(l.rss)/(1<<20))
+	s := fmt.Sprintf("latency: %-16s %d records/s asked, %.0f produced, %d samples (%d never received), p50 %s ms, p99 %s ms, max %s ms (of which in the producer: p99 %.0f ms; after the broker's ack: p99 %s ms), peak RSS %.0f MB",
+		l.contender, l.target, l.achieved, len(l.samples)+l.censored, l.censored, l.msCell(0.5), l.msCell(0.99), l.msCell(1), msf(l.queuedP99()), l.ownCell(0.99), float64(l.rss)/(1<<20))
 	if l.note != "" {
 		s += "; " + l.note
 	}
@@ -256,17 +287,12 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 	lr.rss = st.HWM
 	var metricsErr error
 	if s.metricsAddr != "" {
-		metricsErr = fetchTo(ctx, "http://"+s.metricsAddr+"/metrics", b.o.pprofOut+".latency.metrics")
+		metricsErr = fetchTo(ctx, "http://"+s.metricsAddr+"/metrics", fmt.Sprintf("%s.latency-%d.metrics", b.o.pprofOut, rate))
 	}
 	stopErr := ch.stop(time.Minute)
 
-	for _, p := range all {
-		if !p.at.Before(measureFrom) {
-			lr.queued = append(lr.queued, p.acked.Sub(p.at))
-		}
-	}
-	slices.Sort(lr.queued)
 	if lr.reference {
+		lr.collect(all, nil, measureFrom)
 		var errs []error
 		if len(lr.queued) < 100 {
 			errs = append(errs, fmt.Errorf("only %d acknowledgement samples", len(lr.queued)))
@@ -276,24 +302,10 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 	}
 
 	reader.mu.Lock()
-	var missing int
-	for _, p := range all {
-		at, ok := reader.seen[p.id]
-		if !ok {
-			missing++
-		}
-		switch {
-		case p.at.Before(measureFrom):
-		case ok:
-			lr.samples = append(lr.samples, at.Sub(p.at))
-		default:
-			lr.censored++
-		}
-	}
+	missing := lr.collect(all, reader.seen, measureFrom)
 	extra := len(reader.seen) - (len(all) - missing)
 	dups, readErr := reader.dups, reader.first
 	reader.mu.Unlock()
-	slices.Sort(lr.samples)
 
 	var errs []error
 	if missing > 0 {
@@ -314,6 +326,39 @@ func (b *bench) measureLatency(ctx context.Context, c contender, rate int) (late
 	errs = append(errs, readErr, stopErr, metricsErr)
 	lr.err = errors.Join(errs...)
 	return lr, lr.err
+}
+
+// collect sorts the positives produced from measureFrom on into lr: each
+// one's wait in the producer (its timestamp to the broker's ack) and, when
+// seen holds when its finding was received, its latency from the timestamp
+// and from the ack, or censored when it was not received. It returns how
+// many of all (warm-up included) were not received; a reference row (seen
+// nil) has only the producer's wait.
+func (lr *latencyResult) collect(all []*sent, seen map[string]time.Time, measureFrom time.Time) (missing int) {
+	for _, p := range all {
+		measured := !p.at.Before(measureFrom)
+		if measured {
+			lr.queued = append(lr.queued, p.acked.Sub(p.at))
+		}
+		if seen == nil {
+			continue
+		}
+		at, ok := seen[p.id]
+		switch {
+		case !ok:
+			missing++
+			if measured {
+				lr.censored++
+			}
+		case measured:
+			lr.samples = append(lr.samples, at.Sub(p.at))
+			lr.own = append(lr.own, at.Sub(p.acked))
+		}
+	}
+	slices.Sort(lr.queued)
+	slices.Sort(lr.samples)
+	slices.Sort(lr.own)
+	return missing
 }
 
 // waitAssigned waits until the group is stable with every partition of

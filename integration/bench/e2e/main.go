@@ -84,6 +84,7 @@ type options struct {
 
 	latency          bool
 	latencyRate      int
+	latencyQWRate    int
 	latencyPosRate   float64
 	latencyWarmup    time.Duration
 	latencyFor       time.Duration
@@ -119,13 +120,14 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.kafkaHeap, "kafka-heap", "-Xmx1g -Xms1g", "KAFKA_HEAP_OPTS of the broker")
 	fs.BoolVar(&o.latency, "latency", true, "measure detection latency after throughput")
 	fs.IntVar(&o.latencyRate, "latency-rate", 0, "records/s of the latency runs (0: half of quarantine-watch's median throughput)")
+	fs.IntVar(&o.latencyQWRate, "latency-qw-rate", 30000, "records/s of one more latency run, of quarantine-watch alone, for its target at a fixed load (0: none)")
 	fs.Float64Var(&o.latencyPosRate, "latency-quarantine-rate", 1e-3, "fraction of latency-run records that are findings")
 	fs.DurationVar(&o.latencyWarmup, "latency-warmup", 10*time.Second, "load before latency is measured")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 45*time.Second, "load during which latency is measured")
 	fs.DurationVar(&o.latencyDrain, "latency-drain", time.Minute, "how long findings are awaited after the load ends; later ones count as longer than any measured")
 	fs.IntVar(&o.latencyProducers, "latency-producers", 1, "producer clients of the latency runs, records spread round-robin")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "longest a contender may take to read the topic")
-	fs.StringVar(&o.pprofOut, "pprof", "", "after the rounds, run quarantine-watch once more with --pprof and write a CPU profile to this file (and its /metrics to FILE.metrics, and those of its latency run to FILE.latency.metrics)")
+	fs.StringVar(&o.pprofOut, "pprof", "", "after the rounds, run quarantine-watch once more with --pprof and write a CPU profile to this file (and its /metrics to FILE.metrics, and those of its latency runs to FILE.latency-RATE.metrics)")
 	fs.IntVar(&o.pprofSeconds, "pprof-seconds", 10, "length of the CPU profile")
 	fs.StringVar(&o.logDir, "log-dir", "", "where the contenders' logs go (default: a new temporary directory)")
 	if err := fs.Parse(args); err != nil {
@@ -145,8 +147,8 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	if o.latencyRate < 0 || !(o.latencyPosRate > 0 && o.latencyPosRate <= 1) || !(o.quarantineRate > 0 && o.quarantineRate < 0.09) {
-		fmt.Fprintln(stderr, "e2e: -latency-rate must be 0 or more, -latency-quarantine-rate in (0, 1], -quarantine-rate in (0, 0.09)")
+	if o.latencyRate < 0 || o.latencyQWRate < 0 || !(o.latencyPosRate > 0 && o.latencyPosRate <= 1) || !(o.quarantineRate > 0 && o.quarantineRate < 0.09) {
+		fmt.Fprintln(stderr, "e2e: -latency-rate and -latency-qw-rate must be 0 or more, -latency-quarantine-rate in (0, 1], -quarantine-rate in (0, 0.09)")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -402,6 +404,18 @@ func (b *bench) run(ctx context.Context) error {
 				}
 				b.progress(lr.String())
 			}
+		}
+		if rate := b.o.latencyQWRate; rate > 0 && slices.ContainsFunc(todo, func(c contender) bool { return c.key == "quarantine-watch" }) {
+			lr, err := b.measureLatency(ctx, allContenders[1], rate)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			lr.fixed = true
+			b.latency = append(b.latency, lr)
+			if err != nil {
+				b.failures = append(b.failures, fmt.Errorf("quarantine-watch latency at %d records/s: %w", rate, err))
+			}
+			b.progress(lr.String())
 		}
 	}
 	b.machine.loadEnd = loadAverage()
