@@ -59,16 +59,25 @@ type poison struct {
 // before any parser sees it. The second phase restarts the instance with
 // the default limit (1 MiB) and sends the deep record again: the matcher's
 // depth limit (512 levels) must now report it as too_complex.
+//
+// It runs on the default flags, with --validate, and with batches of 20
+// records, so that poisons and the good records after them fall on both
+// sides of many transaction boundaries.
 func TestPoison(t *testing.T) {
 	for _, mode := range []struct {
 		name     string
 		validate bool
-	}{{"validate", true}, {"default", false}} {
-		t.Run(mode.name, func(t *testing.T) { testPoison(t, mode.validate) })
+		extra    []string
+	}{
+		{"default", false, nil},
+		{"validate", true, []string{"--validate"}},
+		{"max-batch-20", false, []string{"--max-batch", "20"}},
+	} {
+		t.Run(mode.name, func(t *testing.T) { testPoison(t, mode.name, mode.validate, mode.extra) })
 	}
 }
 
-func testPoison(t *testing.T, validate bool) {
+func testPoison(t *testing.T, mode string, validate bool, extra []string) {
 	b := kafka.Broker(t)
 	p := newPipeline(t)
 	adm := newAdmin(t, b)
@@ -119,12 +128,7 @@ func testPoison(t *testing.T, validate bool) {
 		}},
 	}
 
-	mode := "default"
-	args := without(serviceArgs(b, p.source, p.alerts, p.group), "--validate")
-	if validate {
-		mode = "validate"
-		args = serviceArgs(b, p.source, p.alerts, p.group)
-	}
+	args := serviceArgs(b, p.source, p.alerts, p.group, extra...)
 	w := newSourceWriter(t, b, p.source)
 	exp := newExpected()
 	txnID := kafkatest.Name(t, "txn")
@@ -242,9 +246,4 @@ func notGzip(t *testing.T, record []byte) []byte {
 	gz := buf.Bytes()
 	gz[10] |= 0x07 // BFINAL=1, BTYPE=11
 	return gz
-}
-
-// without returns args with every flag named drop (a boolean flag) left out.
-func without(args []string, drop string) []string {
-	return slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == drop })
 }
