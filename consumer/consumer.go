@@ -343,8 +343,12 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 // part 2: franz-go uses transactions v2 only when EndTxn v5 is negotiated.
 const lastEndTxnOfTransactionsV1 = 4
 
-// Run consumes until ctx is cancelled or a non-retryable error occurs. On
-// cancellation it ends the open transaction (committing it if its records
+// Run consumes until ctx is cancelled or an error a restart would not
+// cure: a missing right, a fatal fetch error, outputs that keep failing,
+// a transactional id that another process uses. A transaction that
+// cannot end (fenced, EndTxn unanswered, the coordinator gone) does not
+// end Run: it builds a new session with the same transactional id, unready
+// meanwhile (see recovery.go). On cancellation it ends the open transaction (committing it if its records
 // were all produced, else aborting), aborts it on a fresh context if that
 // did not finish in time, leaves the group and returns nil, all within
 // ShutdownTimeout.
@@ -359,6 +363,9 @@ func Run(ctx context.Context, c Config) error {
 	}
 	for _, reason := range abortReasons {
 		cfg.Metrics.TransactionsAborted.WithLabelValues(reason)
+	}
+	for _, reason := range rebuildReasons {
+		cfg.Metrics.SessionRecreations.WithLabelValues(reason)
 	}
 	stopReady := context.AfterFunc(ctx, cfg.Metrics.Stopping)
 	defer stopReady()

@@ -30,14 +30,19 @@ type loop struct {
 	pendingFindings []pendingFinding
 	pendingClasses  []string
 
-	// txnOpen is set from Begin until End returns without an error.
-	txnOpen bool
+	// txnOpen is set from Begin until End returns without an error;
+	// txnBegan is when the last Begin returned, zero if it failed.
+	txnOpen  bool
+	txnBegan time.Time
 
 	produceMu  sync.Mutex
 	produceErr error
 	rejected   []rejection // outputs the last flush refused
 }
 
+// run starts a session and consumes with it, building a new one when a
+// transaction cannot end (see recovery.go), until ctx is cancelled or an
+// error no new session can cure.
 func (l *loop) run(ctx context.Context) error {
 	sess, err := l.startSession(ctx)
 	if err != nil {
@@ -46,11 +51,77 @@ func (l *loop) run(ctx context.Context) error {
 		}
 		return err
 	}
-	l.sess = sess
-	// A transaction is open from Begin until End returns without error;
-	// finish aborts one left open.
-	defer func() { l.finish(sess, l.txnOpen) }()
+	var backoff time.Duration
+	var fenced fencings
+	for {
+		began := l.cfg.Stats.Committed.Load()
+		err := l.runSession(ctx, sess)
+		var failure *sessionFailure
+		if err == nil || !errors.As(err, &failure) {
+			// A transaction is open from Begin until End returns
+			// without error; finish aborts one left open.
+			l.finish(sess, l.txnOpen)
+			return err
+		}
+		reason, fatal := classifySessionError(err)
+		if !fatal && reason == rebuildFenced {
+			if n := fenced.add(time.Now(), failure.open, l.cfg.TransactionTimeout); n >= duplicateFencings {
+				err, fatal = duplicateIDError(l.cfg.TransactionalID, n, l.cfg.TransactionTimeout, err), true
+			}
+		}
+		if fatal {
+			l.finish(sess, l.txnOpen)
+			return err
+		}
+		if l.cfg.Stats.Committed.Load() > began {
+			backoff = 0 // the session did work: this is a new episode
+		}
+		sess, err = l.rebuild(ctx, sess, reason, failure, &backoff)
+		if sess == nil {
+			return err // nil once ctx is cancelled
+		}
+	}
+}
 
+// rebuild replaces a failed session: it closes the old one (leaving the
+// group; what its transaction left open the new producer id aborts),
+// then starts new ones after a growing back-off until one starts, ctx is
+// cancelled (nil, nil), or a start-up fails for a reason other than
+// unreachable brokers. The instance is not ready meanwhile.
+func (l *loop) rebuild(ctx context.Context, old *kgo.GroupTransactSession, reason string, failure *sessionFailure, backoff *time.Duration) (*kgo.GroupTransactSession, error) {
+	cfg := l.cfg
+	cfg.Metrics.SetReady(func() bool { return false })
+	cfg.Metrics.SessionRecreations.WithLabelValues(reason).Inc()
+	_, _, leave := shutdownBudgets(cfg.ShutdownTimeout)
+	closeSession(old, leave, cfg)
+	l.txnOpen = false
+	for attempt := 1; ; attempt++ {
+		*backoff = nextBackoff(*backoff, rebuildBackoffMin, rebuildBackoffMax)
+		cfg.Logger.Warn("the transaction could not end; building a new session with the same transactional id",
+			"reason", reason, "err", failure.err, "transaction_open_for", failure.open.Round(time.Millisecond),
+			"transactional_id", cfg.TransactionalID, "attempt", attempt, "backoff", *backoff)
+		sleepCtx(ctx, *backoff)
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		sess, err := l.startSession(ctx)
+		switch {
+		case err == nil:
+			cfg.Logger.Info("session rebuilt", "reason", reason, "attempts", attempt)
+			return sess, nil
+		case ctx.Err() != nil:
+			return nil, nil
+		case !errors.Is(err, errStartTimedOut):
+			return nil, err
+		}
+		failure = &sessionFailure{err: err, open: -1}
+	}
+}
+
+// runSession consumes with sess until ctx is cancelled (nil), a
+// transaction cannot end (a *sessionFailure), or another error.
+func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) error {
+	l.sess = sess
 	log := l.cfg.Logger
 	log.Info("consuming", "topics", l.cfg.SourceTopics, "group", l.cfg.Group,
 		"transactional_id", l.cfg.TransactionalID, "alerts", l.cfg.AlertsTopic, "dlq", l.cfg.DLQTopic,
@@ -105,7 +176,11 @@ func (l *loop) run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			return err
+			open := time.Duration(-1)
+			if !l.txnBegan.IsZero() {
+				open = time.Since(l.txnBegan)
+			}
+			return &sessionFailure{err: err, open: open}
 		}
 		if committed {
 			failed, refused = 0, 0
@@ -152,9 +227,11 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	moves := l.health.moves.Load()
 	_, generation := l.sess.Client().GroupMetadata()
 	if err := l.sess.Begin(); err != nil {
+		l.txnBegan = time.Time{}
 		return false, "", fmt.Errorf("consumer: beginning transaction: %w", err)
 	}
 	l.txnOpen = true
+	l.txnBegan = began
 	l.setProduceErr(nil)
 	l.takeRejected() // left by a transaction whose flush failed
 	n := len(records)

@@ -10,9 +10,9 @@ import (
 )
 
 // The session's life: startSession builds it and runs the start-up;
-// finish ends it within the shutdown budget. Run builds one session; a
-// caller that must replace a failed one (a new client with the same
-// transactional id) calls startSession again.
+// finish ends it within the shutdown budget. Run builds one session, and
+// a new one (a new client with the same transactional id) when a
+// transaction cannot end: see recovery.go.
 
 // shutdownBudgets splits ShutdownTimeout, the whole time from the signal to
 // Run's return, into the time the open transaction has to end, the time
@@ -40,6 +40,10 @@ func (l *loop) startSession(ctx context.Context) (*kgo.GroupTransactSession, err
 		err = cfg.limits.read(startCtx, kadm.NewClient(sess.Client()), cfg)
 	}
 	if err != nil {
+		if startCtx.Err() != nil && ctx.Err() == nil {
+			// The brokers did not answer in time: a rebuild tries again.
+			err = fmt.Errorf("consumer: %w (%v): %w", errStartTimedOut, cfg.StartupTimeout, err)
+		}
 		_, _, leave := shutdownBudgets(cfg.ShutdownTimeout)
 		closeSession(sess, leave, cfg)
 		return nil, err

@@ -40,6 +40,9 @@ type Metrics struct {
 	// TransactionsAborted counts aborted transactions by reason; the
 	// consumer names the reasons.
 	TransactionsAborted *prometheus.CounterVec // reason
+	// SessionRecreations counts the Kafka sessions rebuilt in process
+	// after a transaction could not end, by reason.
+	SessionRecreations *prometheus.CounterVec // reason
 	// DetectionLatency is, per finding, from the source record's Kafka
 	// timestamp to the commit that made the finding visible.
 	DetectionLatency prometheus.Histogram
@@ -109,7 +112,9 @@ func New() *Metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted, ready)
+	m.SessionRecreations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "session_recreations_total",
+		Help: "Kafka sessions rebuilt in process (same transactional id) after a transaction could not end, by reason."}, []string{"reason"})
+	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted, m.SessionRecreations, ready)
 	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,
 		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.Lag)
 	for _, outcome := range []string{"committed", "aborted"} {
