@@ -128,6 +128,7 @@ func scrapeExercised(t *testing.T) map[string]bool {
 	m.DeadLetters.WithLabelValues("malformed_json").Inc()
 	m.Transactions.WithLabelValues("committed").Inc()
 	m.TransactionsAborted.WithLabelValues("commit_refused").Inc()
+	m.SessionRecreations.WithLabelValues("fenced").Inc()
 	m.DetectionLatency.Observe(0.2)
 	m.CommitLatency.Observe(0.3)
 	m.BatchDuration.Observe(0.01)
