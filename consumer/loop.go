@@ -95,11 +95,14 @@ func (l *loop) rebuild(ctx context.Context, old *kgo.GroupTransactSession, reaso
 	_, _, leave := shutdownBudgets(cfg.ShutdownTimeout)
 	closeSession(old, leave, cfg)
 	l.txnOpen = false
+	refusals := 0
 	for attempt := 1; ; attempt++ {
 		*backoff = nextBackoff(*backoff, rebuildBackoffMin, rebuildBackoffMax)
-		cfg.Logger.Warn("the transaction could not end; building a new session with the same transactional id",
-			"reason", reason, "err", failure.err, "transaction_open_for", failure.open.Round(time.Millisecond),
-			"transactional_id", cfg.TransactionalID, "attempt", attempt, "backoff", *backoff)
+		attrs := []any{"reason", reason, "err", failure.err, "transactional_id", cfg.TransactionalID, "attempt", attempt, "backoff", *backoff}
+		if failure.open >= 0 {
+			attrs = append(attrs, "transaction_open_for", failure.open.Round(time.Millisecond))
+		}
+		cfg.Logger.Warn("rebuilding the Kafka session with the same transactional id", attrs...)
 		sleepCtx(ctx, *backoff)
 		if ctx.Err() != nil {
 			return nil, nil
@@ -111,12 +114,25 @@ func (l *loop) rebuild(ctx context.Context, old *kgo.GroupTransactSession, reaso
 			return sess, nil
 		case ctx.Err() != nil:
 			return nil, nil
-		case !errors.Is(err, errStartTimedOut):
+		case isAuthError(err):
 			return nil, err
+		case !errors.Is(err, errStartTimedOut):
+			// A start-up check that got an answer and refused (a topic
+			// missing, a metadata error) is retried a few times: brokers
+			// just restarted answer so for a moment. One that lasts is
+			// what a restart would not cure either.
+			refusals++
+			if refusals >= maxStartRefusals {
+				return nil, err
+			}
 		}
 		failure = &sessionFailure{err: err, open: -1}
 	}
 }
+
+// maxStartRefusals bounds the start-ups of a rebuild refused by a check
+// (not timed out) before Run gives up.
+const maxStartRefusals = 5
 
 // runSession consumes with sess until ctx is cancelled (nil), a
 // transaction cannot end (a *sessionFailure), or another error.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,9 +280,22 @@ func TestSessionRebuilt(t *testing.T) {
 			exp := loadSource(t, admin, 600, cloudtrailgen.Config{Seed: 41, QuarantineRate: 0.05, MalformedRate: 0.02})
 			waitCommitted(t, kadm.NewClient(admin), "quarantine-watch", time.Minute)
 
+			// Readiness is sampled from the first fault on: a session
+			// being rebuilt is not ready.
+			var unready atomic.Bool
+			sampling, stopSampling := context.WithCancel(context.Background())
+			defer stopSampling()
 			var f endTxnFault
 			f.install(cluster, c.code)
 			f.arm(c.faults)
+			go func() {
+				for sampling.Err() == nil {
+					if f.count() > 0 && !cfg.Metrics.Ready() {
+						unready.Store(true)
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
+			}()
 			more := loadSource(t, admin, 600, cloudtrailgen.Config{Seed: 42, QuarantineRate: 0.05, MalformedRate: 0.02})
 			if c.reason == "" {
 				err := exitWithin(t, m, time.Minute, "a transaction refused for want of a right")
@@ -308,6 +322,10 @@ func TestSessionRebuilt(t *testing.T) {
 				t.Fatalf("Run exited after rebuilding its session: %v", <-m.done)
 			}
 			poll(t, "ready again", func() bool { return cfg.Metrics.Ready() })
+			stopSampling()
+			if !unready.Load() {
+				t.Error("/readyz never failed while the session was rebuilt")
+			}
 			t.Logf("faults injected: %d; %s{reason=%s} = %v", f.count(), name, c.reason, rebuilt())
 			if err := m.stop(t); err != nil {
 				t.Errorf("member stopped with an error: %v", err)

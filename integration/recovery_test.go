@@ -128,7 +128,7 @@ func TestRecoveryInProcess(t *testing.T) {
 	cmd, _ = in.current()
 	samePID := cmd.Process.Pid == pid && len(in.unplannedExits()) == 0
 	stopAll(t, in)
-	t.Logf("what the instance said of its sessions:\n%s", grepLog(in, `"msg":"the transaction could not end`, `"msg":"session rebuilt"`))
+	t.Logf("what the instance said of its sessions:\n%s", grepLog(in, `"msg":"rebuilding the Kafka session`, `"msg":"session rebuilt"`))
 	checkUnplanned(t, in)
 	_, v := drainOutputs(t, b, p, stream.expected())
 	line := fmt.Sprintf("eos-recovery: scenarios=%d recoveries=%d same_pid=%t lost=%d duplicates=%d",
