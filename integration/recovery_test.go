@@ -11,17 +11,18 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/quarantine-watch/quarantine-watch/consumer"
 	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
 	"github.com/quarantine-watch/quarantine-watch/internal/kafkatest"
 )
 
-// recoveryTxnTimeout is the transaction timeout of TestRecoveryInProcess.
-// The service's defaults (a 45 s session, a 60 s transaction timeout)
-// would make its two faults last 90 s and 120 s; the test shortens both
-// timeouts by the same factor as the other integration tests do and
+// The timeouts of TestRecoveryInProcess. The service's defaults (a 45 s
+// session, a 60 s transaction timeout) would make its two faults last 90 s
+// and 120 s; the test shortens both timeouts by the same factor and
 // scales its faults to them, so that what is proven (a transaction open
 // past the timeout, then the same process going on) is the same in a
-// fifth of the time.
+// fifth of the time. QW_RECOVERY_DEFAULT_TIMEOUTS=1 runs it at the
+// defaults (about five minutes; not in make test).
 const (
 	recoverySessionTimeout = 6 * time.Second
 	recoveryTxnTimeout     = 12 * time.Second
@@ -48,16 +49,21 @@ func TestRecoveryInProcess(t *testing.T) {
 		t.Skip("kills and restarts the broker, which needs a broker kafkatest starts, not KAFKA_BROKERS")
 	}
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
 	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 71, QuarantineRate: 0.05, NearMissRate: 0.05, MalformedRate: 0.005})
 	// 500 records a second: a transaction is open most of the time.
 	stream := startStream(ctx, t, b, p.source, gen, 50, 100*time.Millisecond, 200_000)
 
-	args := append(defaultArgs(b, p),
-		"--session-timeout", recoverySessionTimeout.String(),
-		"--transaction-timeout", recoveryTxnTimeout.String())
+	args := defaultArgs(b, p)
+	txnTimeout := recoveryTxnTimeout
+	if os.Getenv("QW_RECOVERY_DEFAULT_TIMEOUTS") == "1" {
+		txnTimeout = consumer.DefaultSessionTimeout + consumer.TransactionTimeoutMargin
+	} else {
+		args = append(args, "--session-timeout", recoverySessionTimeout.String(), "--transaction-timeout", txnTimeout.String())
+	}
+	t.Logf("transaction timeout %v; flags: %v", txnTimeout, args[1:])
 	txnID := kafkatest.Name(t, "txn")
 	in := startInstance(t, "a", txnID, args)
 	waitGroup(t, adm, p.group, "a holds every partition", func(g kadm.DescribedGroup) bool {
@@ -93,10 +99,10 @@ func TestRecoveryInProcess(t *testing.T) {
 		t.Fatal("could not freeze the instance inside an open transaction in 20 attempts")
 	}
 	frozen := describeTxn(ctx, adm, txnID)
-	time.Sleep(recoveryTxnTimeout * 3 / 2)
+	time.Sleep(txnTimeout * 3 / 2)
 	after := describeTxn(ctx, adm, txnID)
 	t.Logf("froze pid %d for %v in transaction (producer id %d epoch %d); before SIGCONT the id is %s at epoch %d",
-		pid, recoveryTxnTimeout*3/2, frozen.ProducerID, frozen.ProducerEpoch, after.State, after.ProducerEpoch)
+		pid, txnTimeout*3/2, frozen.ProducerID, frozen.ProducerEpoch, after.State, after.ProducerEpoch)
 	in.resume(t)
 	scenarios++
 	if recovered(ctx, t, adm, p, in, pid, "SIGSTOP for 1.5× the transaction timeout") {
@@ -111,7 +117,7 @@ func TestRecoveryInProcess(t *testing.T) {
 	}
 	downAt := time.Now()
 	t.Logf("killed the broker (the instance's transaction open: %t)", caught)
-	time.Sleep(2 * recoveryTxnTimeout)
+	time.Sleep(2 * txnTimeout)
 	if err := b.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
