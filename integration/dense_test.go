@@ -60,10 +60,10 @@ func alertIDOf(ruleID, eventID string) string {
 }
 
 // denseArgs are the service's flags in the dense runs: its defaults (the
-// Elastic rule, no --validate, the default batch size, the default
-// transaction timeout), but a session timeout of 6 s, so that a killed
-// instance's partitions move in seconds rather than 45 s, and no metrics
-// listener, since instances share the host's ports.
+// Elastic rule, no --validate, the default batch size, the default session
+// and transaction timeouts), with JSON logs, which the test reads, and no
+// metrics listener, since instances share the host's ports. A run adds
+// what it needs (extra).
 func denseArgs(brokers []string, p pipeline, extra ...string) []string {
 	args := []string{"run",
 		"--brokers", strings.Join(brokers, ","),
@@ -72,7 +72,6 @@ func denseArgs(brokers []string, p pipeline, extra ...string) []string {
 		"--group", p.group,
 		"--metrics-addr", "",
 		"--log-format", "json",
-		"--session-timeout", "6s",
 	}
 	return append(args, extra...)
 }
@@ -171,9 +170,10 @@ func (s *denseSource) run(ctx context.Context, b cluster, txnID string) {
 	// written again until its commit is acknowledged: the group can then
 	// be seen to have read the whole source (see caughtUp).
 	for txn, closed := 1, false; !closed; txn++ {
-		last := s.writtenSoFar() >= s.cfg.records
+		left := s.remaining()
+		last := left <= 0
 		abort := !last && s.cfg.abortEvery > 0 && txn%s.cfg.abortEvery == 0
-		n := min(s.cfg.chunk, s.cfg.records-s.writtenSoFar())
+		n := min(s.cfg.chunk, left)
 		if last {
 			n = sourcePartitions
 		}
@@ -287,6 +287,22 @@ func (s *denseSource) writtenSoFar() int {
 	return s.written
 }
 
+// remaining is how many records are left to write before the last
+// transaction.
+func (s *denseSource) remaining() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.records - s.written
+}
+
+// endNow makes the writer's next transaction its last, for a run whose
+// faults take as long as they take: records is then a ceiling.
+func (s *denseSource) endNow() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.records = min(s.cfg.records, s.written)
+}
+
 // start lets the writer begin.
 func (s *denseSource) start() { close(s.release) }
 
@@ -296,7 +312,7 @@ func (s *denseSource) wait(t *testing.T, timeout time.Duration) {
 	select {
 	case <-s.done:
 	case <-time.After(timeout):
-		t.Fatalf("the source writer has not finished within %v (%d of %d records written)", timeout, s.writtenSoFar(), s.cfg.records)
+		t.Fatalf("the source writer has not finished within %v (%d records written, %d left)", timeout, s.writtenSoFar(), s.remaining())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -971,6 +987,8 @@ func (r *denseRun) start(name string) *instance {
 // as it would kill any other, which says nothing about the service.
 func (r *denseRun) stop(names ...string) {
 	r.t.Helper()
+	// names may be r.running itself, which the loop shortens.
+	names = slices.Clone(names)
 	var ins []*instance
 	for _, n := range names {
 		in := r.instances[n]
@@ -1284,7 +1302,10 @@ func TestExactlyOnceDense(t *testing.T) {
 		t.Skip("takes minutes; -short skips it")
 	}
 	b := kafka.Broker(t)
-	r := startDenseRun(t, b, b.Brokers(), denseSourceConfig{records: 30_000, chunk: 100, abortEvery: 5, every: 40 * time.Millisecond, seed: 1212})
+	// A session timeout of 6 s, not 45: a killed instance's partitions
+	// move in seconds.
+	r := startDenseRun(t, b, b.Brokers(), denseSourceConfig{records: 30_000, chunk: 100, abortEvery: 5, every: 40 * time.Millisecond, seed: 1212},
+		"--session-timeout", "6s")
 	r.step("start a; the writer starts")
 	r.start("a")
 	r.src.start()

@@ -295,3 +295,53 @@ func (c *Cluster) unhealthy(ctx context.Context, cl *kgo.Client) error {
 	}
 	return nil
 }
+
+// WaitFailedOver waits until the metadata no longer lists node id and no
+// partition has it as leader: the cluster has noticed that the node is
+// gone (it is fenced once broker.session.timeout.ms passes without a
+// heartbeat) and moved its leaderships, and with them its coordinators.
+func (c *Cluster) WaitFailedOver(ctx context.Context, id int32, timeout time.Duration) error {
+	var seeds []string
+	for i, a := range c.addrs {
+		if int32(i+1) != id {
+			seeds = append(seeds, a)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		return fmt.Errorf("kafkatest: %w", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := errors.New("no metadata yet")
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		md, err := kmsg.NewPtrMetadataRequest().RequestWith(rctx, cl)
+		rcancel()
+		if err != nil {
+			last = err
+		} else if led := ledBy(md, id); len(md.Brokers) >= len(c.nodes) || led > 0 {
+			last = fmt.Errorf("the metadata lists %d brokers; node %d leads %d partitions", len(md.Brokers), id, led)
+		} else {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafkatest: node %d not failed over within %v: %w", id, timeout, last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func ledBy(md *kmsg.MetadataResponse, id int32) int {
+	n := 0
+	for _, t := range md.Topics {
+		for _, p := range t.Partitions {
+			if p.Leader == id {
+				n++
+			}
+		}
+	}
+	return n
+}
