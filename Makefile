@@ -19,13 +19,13 @@ vet:
 # race detector (but the generator's and the matcher's adversarial values,
 # which have no concurrency and are slow under it), and the integration
 # suite against a real Kafka when Docker or KAFKA_BROKERS is there (it says
-# how to run it when neither is), verbose so that its eos-faults line is in
+# how to run it when neither is), verbose so that its eos- lines are in
 # the log.
 test: vet
 	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -Ev '/(internal/cloudtrailgen|integration)$$')
 	$(GO) test -count=1 -timeout 10m ./internal/cloudtrailgen/
 	$(GO) test -count=1 -timeout 10m -run '^TestAdversarialValues$$' ./matcher/
-	$(GO) test -count=1 -race -timeout 20m -v ./integration/
+	$(GO) test -count=1 -race -timeout 30m -v ./integration/
 
 unit:
 	$(GO) test -count=1 -short ./...

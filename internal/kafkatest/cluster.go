@@ -119,11 +119,7 @@ func startCluster(ctx context.Context, opts ClusterOptions, created func(testcon
 	if os.Getenv(EnvBrokers) != "" {
 		return nil, ErrExternal
 	}
-	provider, err := dockerHost(ctx)
-	if err != nil {
-		return nil, err
-	}
-	image, err := resolveImage(ctx, provider.Client(), opts.Image)
+	provider, image, err := dockerHost(ctx, opts.Image)
 	if err != nil {
 		return nil, err
 	}

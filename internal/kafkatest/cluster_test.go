@@ -3,7 +3,6 @@ package kafkatest
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,18 +27,7 @@ func TestClusterEnv(t *testing.T) {
 		"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "2",
 		"KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE":           "false",
 	}
-	for k, v := range want {
-		if env[k] != v {
-			t.Errorf("%s = %q, want %q", k, env[k], v)
-		}
-	}
-	for k, v := range env {
-		for _, host := range regexp.MustCompile(`(?://|@)([^:,@/]+):`).FindAllStringSubmatch(v, -1) {
-			if host[1] != "127.0.0.1" {
-				t.Errorf("%s=%s names host %s, not 127.0.0.1", k, v, host[1])
-			}
-		}
-	}
+	checkEnv(t, env, want)
 }
 
 // TestClusterFailover starts a cluster, checks that every partition it

@@ -180,11 +180,7 @@ func start(ctx context.Context, opts Options, created func(testcontainers.Contai
 		return startExternal(ctx, v, opts)
 	}
 
-	provider, err := dockerHost(ctx)
-	if err != nil {
-		return nil, err
-	}
-	image, err := resolveImage(ctx, provider.Client(), opts.Image)
+	provider, image, err := dockerHost(ctx, opts.Image)
 	if err != nil {
 		return nil, err
 	}
@@ -208,8 +204,8 @@ func start(ctx context.Context, opts Options, created func(testcontainers.Contai
 }
 
 // dockerHost connects to Docker, or returns an error wrapping
-// ErrUnavailable.
-func dockerHost(ctx context.Context) (*testcontainers.DockerProvider, error) {
+// ErrUnavailable, and picks the image (see Options.Image).
+func dockerHost(ctx context.Context, image string) (*testcontainers.DockerProvider, string, error) {
 	// The reaper (Ryuk) is a container whose image would have to be pulled,
 	// and kafkatest never pulls: without a say-so from the environment, do
 	// without it. Containers are removed by Terminate and CleanupContainer,
@@ -219,15 +215,19 @@ func dockerHost(ctx context.Context) (*testcontainers.DockerProvider, error) {
 	}
 	provider, err := newProvider()
 	if err != nil {
-		return nil, fmt.Errorf("%w: no Docker host: %v", ErrUnavailable, err)
+		return nil, "", fmt.Errorf("%w: no Docker host: %v", ErrUnavailable, err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = provider.Health(hctx)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("%w: Docker does not answer: %v", ErrUnavailable, err)
+		return nil, "", fmt.Errorf("%w: Docker does not answer: %v", ErrUnavailable, err)
 	}
-	return provider, nil
+	image, err = resolveImage(ctx, provider.Client(), image)
+	if err != nil {
+		return nil, "", err
+	}
+	return provider, image, nil
 }
 
 // overlay sets the variables of over in env, removing those set to "".

@@ -78,6 +78,14 @@ func TestBrokerEnvListensOnLoopbackOnly(t *testing.T) {
 		"KAFKA_CONTROLLER_QUORUM_VOTERS": "1@127.0.0.1:40002",
 		"KAFKA_PROCESS_ROLES":            "broker,controller",
 	}
+	checkEnv(t, env, want)
+}
+
+// checkEnv checks that env has the values of want, uses only the official
+// image's KAFKA_ interface, and names no host but 127.0.0.1 in a listener
+// (//host:port) or a voter (id@host:port).
+func checkEnv(t *testing.T, env, want map[string]string) {
+	t.Helper()
 	for k, v := range want {
 		if env[k] != v {
 			t.Errorf("%s = %q, want %q", k, env[k], v)
@@ -87,7 +95,7 @@ func TestBrokerEnvListensOnLoopbackOnly(t *testing.T) {
 		if !strings.HasPrefix(k, "KAFKA_") {
 			t.Errorf("%s is not in the official image's KAFKA_ interface", k)
 		}
-		for _, host := range regexp.MustCompile(`//([^:,]+):`).FindAllStringSubmatch(v, -1) {
+		for _, host := range regexp.MustCompile(`(?://|@)([^:,@/]+):`).FindAllStringSubmatch(v, -1) {
 			if host[1] != "127.0.0.1" {
 				t.Errorf("%s=%s names host %s, not 127.0.0.1", k, v, host[1])
 			}
