@@ -31,7 +31,7 @@ func TestCrashFencesNoSurvivor(t *testing.T) {
 	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 47, QuarantineRate: 0.02, NearMissRate: 0.05, MalformedRate: 0.002})
 	stream := startStream(ctx, t, b, p.source, gen, 100, 100*time.Millisecond, 120_000)
 
-	args := serviceArgs(b, p.source, p.alerts, p.group)
+	args := serviceArgs(b, p.source, p.alerts, p.group, fastFailover...)
 	survivor := startInstance(t, "a", kafkatest.Name(t, "txn-a"), args)
 	crashing := startInstance(t, "b", kafkatest.Name(t, "txn-b"), args)
 	// shared reports whether the group is stable with two members sharing

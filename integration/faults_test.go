@@ -75,7 +75,7 @@ func TestExactlyOnceUnderFaults(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	s := &faultSchedule{t: t, b: b, adm: adm, p: p, prod: prod, began: runStart, rng: rng,
-		args: serviceArgs(b, p.source, p.alerts, p.group), instances: map[string]*instance{}}
+		args: serviceArgs(b, p.source, p.alerts, p.group, fastFailover...), instances: map[string]*instance{}}
 	t.Logf("fault schedule seed %d", seed)
 
 	s.step("scale to 1: start a, produce phase 1")

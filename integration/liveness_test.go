@@ -99,7 +99,7 @@ func TestRestartFencesPredecessorAtOnce(t *testing.T) {
 		t.Fatalf("the predecessor's transaction is %s, want Ongoing: the set-up did not leave it open", d.State)
 	}
 
-	in := startInstance(t, "restarted", txnID, defaultArgs(b, p))
+	in := startInstance(t, "restarted", txnID, serviceArgs(b, p.source, p.alerts, p.group))
 	started := time.Now()
 	waitCaughtUp(t, adm, p.group, p.source, 3*time.Minute, in)
 	took := time.Since(started)
@@ -146,8 +146,8 @@ func TestShutdownMidTransactionAbortsAtOnce(t *testing.T) {
 	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 67, QuarantineRate: 0.05, NearMissRate: 0.05})
 	stream := startStream(ctx, t, b, p.source, gen, 50, 50*time.Millisecond, 200_000)
 	txnA := kafkatest.Name(t, "txn-a")
-	a := startInstance(t, "a", txnA, defaultArgs(b, p))
-	other := startInstance(t, "b", kafkatest.Name(t, "txn-b"), defaultArgs(b, p))
+	a := startInstance(t, "a", txnA, serviceArgs(b, p.source, p.alerts, p.group))
+	other := startInstance(t, "b", kafkatest.Name(t, "txn-b"), serviceArgs(b, p.source, p.alerts, p.group))
 	waitGroup(t, adm, p.group, "a and b share the partitions", func(g kadm.DescribedGroup) bool {
 		return g.State == "Stable" && len(g.Members) == 2 && assigned(g.Members[0], p.source) > 0 && assigned(g.Members[1], p.source) > 0
 	})

@@ -71,7 +71,7 @@ func TestMemoryBounded(t *testing.T) {
 	t.Logf("backlog: about %d records, %d MB of values over %d partitions, written in %v",
 		records, valueBytes>>20, memoryPartitions, time.Since(began).Round(time.Millisecond))
 
-	in := startInstanceEnv(t, "memory", kafkatest.Name(t, "txn"), defaultArgs(b, p), []string{"GOMEMLIMIT=" + podGOMEMLIMIT})
+	in := startInstanceEnv(t, "memory", kafkatest.Name(t, "txn"), serviceArgs(b, p.source, p.alerts, p.group), []string{"GOMEMLIMIT=" + podGOMEMLIMIT})
 	began = time.Now()
 	waitCaughtUpNoExit(t, adm, p, 5*time.Minute, in)
 	took := time.Since(began)

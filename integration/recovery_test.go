@@ -56,7 +56,7 @@ func TestRecoveryInProcess(t *testing.T) {
 	// 500 records a second: a transaction is open most of the time.
 	stream := startStream(ctx, t, b, p.source, gen, 50, 100*time.Millisecond, 200_000)
 
-	args := defaultArgs(b, p)
+	args := serviceArgs(b, p.source, p.alerts, p.group)
 	txnTimeout := recoveryTxnTimeout
 	if os.Getenv("QW_RECOVERY_DEFAULT_TIMEOUTS") == "1" {
 		txnTimeout = consumer.DefaultSessionTimeout + consumer.TransactionTimeoutMargin

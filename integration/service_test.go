@@ -88,12 +88,12 @@ func serviceBinary(t *testing.T) string {
 
 // serviceArgs are the flags every instance of a test shares; instance adds
 // --transactional-id. They are the service's defaults (the Elastic rule, no
-// --validate, the default batch size and transaction timeout), so that what
-// the tests prove holds for what a user runs, but for what the tests must
-// set: where the broker and topics are, no metrics listener (instances
-// share the host's ports), JSON logs (the tests read them), and a session
-// timeout of 6 s, so that a killed instance's partitions move in seconds
-// rather than 45 s. A test that wants other flags passes them as extra.
+// --validate, the default batch size, session and transaction timeouts), so
+// that what the tests prove holds for what a user runs, but for what the
+// tests must set: where the broker and topics are, no metrics listener
+// (instances share the host's ports) and JSON logs (the tests read them).
+// A test that kills or freezes an instance adds fastFailover, so that the
+// dead process's partitions move in seconds rather than the default 45 s.
 func serviceArgs(b cluster, source, alerts, group string, extra ...string) []string {
 	args := []string{"run",
 		"--brokers", strings.Join(b.Brokers(), ","),
@@ -102,10 +102,14 @@ func serviceArgs(b cluster, source, alerts, group string, extra ...string) []str
 		"--group", group,
 		"--metrics-addr", "",
 		"--log-format", "json",
-		"--session-timeout", "6s",
 	}
 	return append(args, extra...)
 }
+
+// fastFailover is the one flag the tests that kill or freeze instances add
+// to serviceArgs: a session timeout of 6 s (45 s by default), so that the
+// group moves a dead member's partitions within the test's time.
+var fastFailover = []string{"--session-timeout", "6s"}
 
 // Limits of the supervisor.
 const (

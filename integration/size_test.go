@@ -224,7 +224,7 @@ func testOversized(t *testing.T, alertsLimit, dlqLimit int, cases []sizeCase) {
 		}
 	}
 
-	in := startInstance(t, "default-flags", kafkatest.Name(t, "txn"), defaultArgs(b, p))
+	in := startInstance(t, "default-flags", kafkatest.Name(t, "txn"), serviceArgs(b, p.source, p.alerts, p.group))
 	waitCaughtUpNoExit(t, adm, p, 3*time.Minute, in)
 	stopAll(t, in)
 	checkUnplanned(t, in)
@@ -338,19 +338,6 @@ func lookup(doc map[string]any, path string) string {
 	return s
 }
 
-// defaultArgs are the flags of an instance that runs the service's
-// defaults: only where to read and write, no metrics server, JSON logs.
-func defaultArgs(b *kafkatest.Broker, p pipeline) []string {
-	return []string{"run",
-		"--brokers", strings.Join(b.Brokers(), ","),
-		"--source-topics", p.source,
-		"--alerts-topic", p.alerts,
-		"--group", p.group,
-		"--metrics-addr", "",
-		"--log-format", "json",
-	}
-}
-
 // waitCaughtUpNoExit is waitCaughtUp for a test in which no instance may
 // exit on its own: it fails at the first such exit, with its cause, rather
 // than after the instance has crash-looped until the timeout.
@@ -400,7 +387,7 @@ func TestOutputLimitLoweredWhileRunning(t *testing.T) {
 	exp.records++
 	exp.alerts[alertID("lowered-before")] = "before"
 
-	in := startInstance(t, "default-flags", kafkatest.Name(t, "txn"), defaultArgs(b, p))
+	in := startInstance(t, "default-flags", kafkatest.Name(t, "txn"), serviceArgs(b, p.source, p.alerts, p.group))
 	waitCaughtUpNoExit(t, adm, p, 3*time.Minute, in)
 
 	small := "65536"

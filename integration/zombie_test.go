@@ -36,7 +36,7 @@ func TestZombieFencing(t *testing.T) {
 	// once the zombie has come back, well before.
 	stream := startStream(ctx, t, b, p.source, gen, 100, 100*time.Millisecond, 120_000)
 
-	args := serviceArgs(b, p.source, p.alerts, p.group)
+	args := serviceArgs(b, p.source, p.alerts, p.group, fastFailover...)
 	txnA := kafkatest.Name(t, "txn-a")
 	a := startInstance(t, "a", txnA, args)
 	zombieID := waitGroup(t, adm, p.group, "a alone holds every partition", func(g kadm.DescribedGroup) bool {
