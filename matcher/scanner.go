@@ -34,6 +34,10 @@ type Scanner struct {
 	// large is set when the value's text was over largeText: only then
 	// can a buffer have grown past keepBytes.
 	large bool
+	// sel is set during Select: the identity filter replaces the rules'
+	// prefilter, and events are kept in cands instead of evaluated.
+	sel   *IdentityFilter
+	cands []Candidate
 	// Scanners of one Pool are allocated together and each writes its own
 	// state for every record: the pad keeps two of them off one cache line.
 	_ cpu.CacheLinePad
@@ -150,6 +154,10 @@ func framing(text []byte) *InputError {
 
 // skip applies the prefilter, unless every value is to be validated.
 func (s *Scanner) skip(text []byte) bool {
+	if s.sel != nil {
+		s.screened = !s.sel.MayContain(text)
+		return s.screened
+	}
 	if s.m.validate || s.m.prefilter.mayMatch(text) {
 		return false
 	}
@@ -207,6 +215,10 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 		s.evalFields(top, 0, res)
 	case top.ecsHas("event.action"):
 		res.Shape = ShapeECS
+		if s.sel != nil {
+			s.selectEvent(text, ShapeECS, 0)
+			return
+		}
 		d := newECSDoc(text, top)
 		for i := range s.m.compiled {
 			if c := &s.m.compiled[i]; s.ecsMatches(c, d) {
@@ -323,6 +335,10 @@ func (s *Scanner) evalFields(f fields, index int, res *Result) {
 		if res.Err == nil {
 			res.fail(inputError(ErrUnknownShape, index, -1, "record is not a JSON object"))
 		}
+		return
+	}
+	if s.sel != nil {
+		s.selectEvent(f.b, res.Shape, index)
 		return
 	}
 	r := &record{raw: f.b, f: f}
