@@ -353,3 +353,57 @@ func BenchmarkAllRulesCost(b *testing.B) {
 	b.ReportMetric(float64(spent[1].Nanoseconds())/n, "all-rules-ns/record")
 	b.ReportMetric(float64(spent[1])/float64(spent[0]), "all/faithful")
 }
+
+// BenchmarkIdentitySearch is the look-back's identity search
+// (Scanner.Select with an IdentityFilter) over BenchmarkNonMatching's
+// record mix, none of which holds the identities, beside the matcher on the
+// same records in alternate passes. It reports both per record and their
+// ratio, for a user name alone and for the name with four access keys (a
+// later pass of lookback.Collect searches keys; the streaming look-back
+// will search both at once).
+func BenchmarkIdentitySearch(b *testing.B) {
+	m, err := matcher.New(matcher.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		ids  []string
+	}{
+		{"name", []string{"ledger-sync"}},
+		{"name+4keys", []string{"ledger-sync", "AKIA0LEDGERSYNC00001", "AKIA0LEDGERSYNC00002", "ASIA0LEDGERSYNC00003", "AKIA0LEDGERSYNC00004"}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f, err := matcher.NewIdentityFilter(c.ids)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := m.NewScanner()
+			var findings []matcher.Finding
+			var cands []matcher.Candidate
+			var spent [2]time.Duration
+			b.ReportAllocs()
+			b.SetBytes(2 * nonMatching.bytes)
+			for b.Loop() {
+				start := time.Now()
+				for _, v := range nonMatching.values {
+					res := s.Match(v, findings)
+					findings = res.Findings[:0]
+				}
+				spent[0] += time.Since(start)
+				start = time.Now()
+				for _, v := range nonMatching.values {
+					cands, err = s.Select(v, f, cands)
+					if err != nil || len(cands) > 0 {
+						b.Fatalf("a non-matching record gave %d candidates, error %v", len(cands), err)
+					}
+				}
+				spent[1] += time.Since(start)
+			}
+			n := float64(b.N) * float64(len(nonMatching.values))
+			b.ReportMetric(float64(spent[0].Nanoseconds())/n, "matcher-ns/record")
+			b.ReportMetric(float64(spent[1].Nanoseconds())/n, "identity-ns/record")
+			b.ReportMetric(float64(spent[1])/float64(spent[0]), "identity/matcher")
+		})
+	}
+}
