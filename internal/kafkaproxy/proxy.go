@@ -48,6 +48,11 @@ const (
 	// DropResponse forwards the request, drops its response and silences
 	// the connection.
 	DropResponse
+	// AbortInstead forwards an EndTxn that asks to commit as one that
+	// asks to abort, and the broker's answer as is: the client believes
+	// it committed. A sabotage, to show that a test's oracle catches a
+	// transaction whose outcome is not what its client was told.
+	AbortInstead
 )
 
 func (a Action) String() string {
@@ -56,6 +61,8 @@ func (a Action) String() string {
 		return "hold"
 	case DropResponse:
 		return "drop-response"
+	case AbortInstead:
+		return "abort-instead"
 	}
 	return "none"
 }
@@ -77,6 +84,11 @@ type Fault struct {
 	Delay time.Duration
 	// Match, if set, must also accept the request.
 	Match func(Request) bool
+	// ReleaseWhen, if set, is polled once Delay has passed, for up to
+	// 30 s, and a held request is written only once it returns true: a
+	// test aims the late request at a state of the broker's (a
+	// transaction open).
+	ReleaseWhen func() bool
 }
 
 // Event is one request a fault acted on.
@@ -155,6 +167,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	armed  []*Armed
+	seen   map[string]int
 	conns  map[*conn]struct{}
 	nextID int
 	errs   []error
@@ -169,7 +182,7 @@ func Start(listen, upstream string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaproxy: listening: %w", err)
 	}
-	p := &Proxy{ln: ln, upstream: upstream, conns: map[*conn]struct{}{}}
+	p := &Proxy{ln: ln, upstream: upstream, conns: map[*conn]struct{}{}, seen: map[string]int{}}
 	p.wg.Go(p.accept)
 	return p, nil
 }
@@ -217,6 +230,18 @@ func (p *Proxy) Arm(f Fault, n int) *Armed {
 	defer p.mu.Unlock()
 	p.armed = append(p.armed, a)
 	return a
+}
+
+// Seen returns how many requests of each kind and version the proxy has
+// read, keyed "Name vN".
+func (p *Proxy) Seen() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.seen))
+	for k, n := range p.seen {
+		out[k] = n
+	}
+	return out
 }
 
 // Disarm takes the fault out of force; what it already holds is still
@@ -324,6 +349,7 @@ func (c *conn) requests() {
 			return
 		}
 		c.p.mu.Lock()
+		c.p.seen[fmt.Sprintf("%s v%d", kmsg.NameForKey(req.Key), req.Version)]++
 		switch {
 		case c.silent:
 			// The connection is black-holed: what the client sends now is
@@ -343,7 +369,27 @@ func (c *conn) requests() {
 			case Hold:
 				c.held = [][]byte{frame}
 				c.heldReqs = []pending{{req: req, event: e}}
-				time.AfterFunc(a.fault.Delay, c.release)
+				when := a.fault.ReleaseWhen
+				time.AfterFunc(a.fault.Delay, func() {
+					for deadline := time.Now().Add(30 * time.Second); when != nil && !when() && time.Now().Before(deadline); {
+						time.Sleep(2 * time.Millisecond)
+					}
+					c.release()
+				})
+			case AbortInstead:
+				if m, ok := req.Msg.(*kmsg.EndTxnRequest); ok && m.Commit {
+					// Commit is the body's last field, before the tags
+					// (none: one zero byte) of a flexible version.
+					at := len(frame) - 1
+					if m.IsFlexible() {
+						if frame[at] != 0 {
+							c.p.errs = append(c.p.errs, fmt.Errorf("kafkaproxy: conn %d: EndTxn with tagged fields, not rewritten", c.id))
+						}
+						at--
+					}
+					frame[at] = 0
+				}
+				c.forward(frame, pending{req: req, event: e})
 			case DropResponse:
 				c.forward(frame, pending{req: req, event: e, drop: true})
 				// Nothing the client sends after it reaches the broker.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ type received struct {
 	corr     int32
 	at       time.Time
 	producer int64
+	commit   bool
 }
 
 func startFakeBroker(t *testing.T) *fakeBroker {
@@ -98,7 +100,7 @@ func (f *fakeBroker) serve(id int, c net.Conn) {
 		resp := req.ResponseKind()
 		resp.SetVersion(version)
 		if e, ok := req.(*kmsg.EndTxnRequest); ok {
-			r.producer = e.ProducerID
+			r.producer, r.commit = e.ProducerID, e.Commit
 			resp.(*kmsg.EndTxnResponse).ErrorCode = f.endTxnErr
 		}
 		f.mu.Lock()
@@ -208,11 +210,11 @@ func TestHoldDelaysTheRequestAndWhatFollows(t *testing.T) {
 	c.send(heartbeat(), 1)
 	c.send(endTxn(7, 3, true), 2)
 	c.send(heartbeat(), 3)
-	if corr, ok := c.read(time.Second); !ok || corr != 1 {
+	if corr, ok := c.read(5 * time.Second); !ok || corr != 1 {
 		t.Fatalf("first response: correlation %d (%t), want 1 at once", corr, ok)
 	}
 	for _, want := range []int32{2, 3} {
-		corr, ok := c.read(2 * time.Second)
+		corr, ok := c.read(5 * time.Second)
 		if !ok || corr != want {
 			t.Fatalf("response: correlation %d (%t), want %d", corr, ok, want)
 		}
@@ -231,9 +233,10 @@ func TestHoldDelaysTheRequestAndWhatFollows(t *testing.T) {
 		t.Errorf("events %v, want one EndTxn commit of producer 7 epoch 3 answered NONE, client still there", ev)
 	}
 	// Armed for one request: the next EndTxn passes.
+	began = time.Now()
 	c.send(endTxn(7, 3, true), 4)
-	if corr, ok := c.read(200 * time.Millisecond); !ok || corr != 4 {
-		t.Errorf("second EndTxn: correlation %d (%t), want 4 at once", corr, ok)
+	if corr, ok := c.read(5 * time.Second); !ok || corr != 4 || time.Since(began) >= delay {
+		t.Errorf("second EndTxn: correlation %d (%t) after %v, want 4 before the delay", corr, ok, time.Since(began))
 	}
 }
 
@@ -255,17 +258,17 @@ func TestHoldDeliversAfterTheClientLeft(t *testing.T) {
 	}
 	c.c.Close()
 	closedAt := time.Now()
-	r, ok := f.wait(2 * time.Second)
+	r, ok := f.wait(5 * time.Second)
 	if !ok || r.key != int16(kmsg.EndTxn) || r.producer != 9 {
 		t.Fatalf("the broker got %+v (%t), want the held EndTxn of producer 9", r, ok)
 	}
 	if r.at.Before(closedAt) {
 		t.Errorf("EndTxn reached the broker before the client left")
 	}
-	if r2, ok := f.wait(time.Second); !ok || r2.corr != 2 || r2.conn != r.conn {
+	if r2, ok := f.wait(5 * time.Second); !ok || r2.corr != 2 || r2.conn != r.conn {
 		t.Errorf("the broker got %+v (%t), want the heartbeat after EndTxn on the same connection", r2, ok)
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		ev := a.Events()
 		if len(ev) == 1 && !ev[0].Answered.IsZero() {
@@ -280,7 +283,7 @@ func TestHoldDeliversAfterTheClientLeft(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Once the answers are read, the proxy closes the broker's side.
-	for deadline := time.Now().Add(2 * time.Second); ; {
+	for deadline := time.Now().Add(5 * time.Second); ; {
 		f.mu.Lock()
 		closed := f.closed
 		f.mu.Unlock()
@@ -304,14 +307,14 @@ func TestDropResponseSilencesTheConnection(t *testing.T) {
 		Match: func(r Request) bool { return r.Msg.(*kmsg.EndTxnRequest).Commit }}, 1)
 	c := dialRaw(t, p.Addr())
 	c.send(endTxn(5, 2, false), 1) // an abort: not matched
-	if corr, ok := c.read(time.Second); !ok || corr != 1 {
+	if corr, ok := c.read(5 * time.Second); !ok || corr != 1 {
 		t.Fatalf("correlation %d (%t), want the abort answered", corr, ok)
 	}
 	c.send(endTxn(5, 2, true), 2)
-	if r, ok := f.wait(time.Second); !ok || r.corr != 1 {
+	if r, ok := f.wait(5 * time.Second); !ok || r.corr != 1 {
 		t.Fatalf("the broker got %+v (%t), want the abort", r, ok)
 	}
-	if r, ok := f.wait(time.Second); !ok || r.corr != 2 {
+	if r, ok := f.wait(5 * time.Second); !ok || r.corr != 2 {
 		t.Fatalf("the broker got %+v (%t), want the commit", r, ok)
 	}
 	c.send(heartbeat(), 3)
@@ -339,7 +342,7 @@ func TestResponseOutOfOrderFails(t *testing.T) {
 	defer p.Close()
 	c := dialRaw(t, p.Addr())
 	c.send(heartbeat(), 1)
-	if _, ok := c.read(time.Second); ok {
+	if _, ok := c.read(5 * time.Second); ok {
 		t.Error("a mispaired response reached the client")
 	}
 	if len(p.Errs()) != 1 {
@@ -409,5 +412,48 @@ func TestFranzGoThroughTheProxy(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// TestAbortInsteadAndReleaseWhen: an EndTxn commit reaches the broker as an
+// abort, whatever its version; a held request waits for ReleaseWhen; Seen
+// counts requests by kind and version.
+func TestAbortInsteadAndReleaseWhen(t *testing.T) {
+	f := startFakeBroker(t)
+	p := startProxy(t, f.ln.Addr().String())
+	c := dialRaw(t, p.Addr())
+	for i, v := range []int16{3, 5} { // the first flexible version, and transactions v2's
+		p.Arm(Fault{Key: int16(kmsg.EndTxn), Action: AbortInstead}, 1)
+		req := endTxn(1, 1, true)
+		req.SetVersion(v)
+		if _, err := c.c.Write(c.f.AppendRequest(nil, req, int32(10+i))); err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := f.wait(5 * time.Second); !ok || r.commit || r.producer != 1 {
+			t.Errorf("EndTxn v%d reached the broker as %+v (%t), want an abort of producer 1", v, r, ok)
+		}
+		c.read(5 * time.Second)
+	}
+	req := endTxn(1, 1, true)
+	req.SetVersion(1) // not flexible
+	p.Arm(Fault{Key: int16(kmsg.EndTxn), Action: AbortInstead}, 1)
+	c.c.Write(c.f.AppendRequest(nil, req, 12))
+	if r, ok := f.wait(5 * time.Second); !ok || r.commit {
+		t.Errorf("EndTxn v1 reached the broker as %+v (%t), want an abort", r, ok)
+	}
+	c.read(5 * time.Second)
+
+	var open atomic.Bool
+	p.Arm(Fault{Key: int16(kmsg.Heartbeat), Action: Hold, Delay: 50 * time.Millisecond, ReleaseWhen: open.Load}, 1)
+	c.send(heartbeat(), 13)
+	if r, ok := f.wait(300 * time.Millisecond); ok {
+		t.Fatalf("the held heartbeat reached the broker (%+v) before ReleaseWhen", r)
+	}
+	open.Store(true)
+	if r, ok := f.wait(5 * time.Second); !ok || r.corr != 13 {
+		t.Fatalf("the broker got %+v (%t), want the heartbeat once released", r, ok)
+	}
+	if got := p.Seen(); got["EndTxn v3"] != 1 || got["EndTxn v5"] != 1 || got["EndTxn v1"] != 1 || got["Heartbeat v4"] != 1 {
+		t.Errorf("seen %v", got)
 	}
 }
