@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/quarantine-watch/quarantine-watch/internal/kafkaproxy"
 	"github.com/quarantine-watch/quarantine-watch/internal/kafkatest"
 )
 
@@ -31,23 +32,36 @@ import (
 // once, and the run fits in the package's time budget.
 
 // networkBroker starts a broker whose SERVICE listener is reached only
-// through proxy, which it starts first so that it holds its port.
+// through a toxiproxy, which it starts first so that it holds its port.
 func networkBroker(t *testing.T) (*kafkatest.Broker, *toxiproxy.Proxy) {
 	t.Helper()
-	ports := freeTCPPorts(t, 4)
-	plain, controller, service, proxied := ports[0], ports[1], ports[2], ports[3]
 	// Some toxics log every chunk through zerolog's global logger, at
 	// trace level; the test says what it did itself.
 	zerolog.SetGlobalLevel(zerolog.WarnLevel)
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	proxy := toxiproxy.NewProxy(srv, "service",
-		net.JoinHostPort("127.0.0.1", strconv.Itoa(proxied)),
-		net.JoinHostPort("127.0.0.1", strconv.Itoa(service)))
-	if err := proxy.Start(); err != nil {
-		t.Fatalf("starting the proxy: %v", err)
-	}
-	t.Cleanup(proxy.Stop)
-	b := kafkatest.StartForTest(t, kafkatest.Options{
+	var proxy *toxiproxy.Proxy
+	b := proxiedBroker(t, func(listen, upstream string) {
+		srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+		proxy = toxiproxy.NewProxy(srv, "service", listen, upstream)
+		if err := proxy.Start(); err != nil {
+			t.Fatalf("starting the proxy: %v", err)
+		}
+		t.Cleanup(proxy.Stop)
+	})
+	return b, proxy
+}
+
+// proxiedBroker starts a broker with a second client listener, SERVICE,
+// which advertises the address a proxy listens on instead of its own: a
+// client given that address as its seed reaches the broker only through
+// the proxy, every connection of it. startProxy starts the proxy on
+// listen, forwarding to upstream (the SERVICE listener), before the
+// broker starts.
+func proxiedBroker(t *testing.T, startProxy func(listen, upstream string)) *kafkatest.Broker {
+	t.Helper()
+	ports := freeTCPPorts(t, 4)
+	plain, controller, service, proxied := ports[0], ports[1], ports[2], ports[3]
+	startProxy(net.JoinHostPort("127.0.0.1", strconv.Itoa(proxied)), net.JoinHostPort("127.0.0.1", strconv.Itoa(service)))
+	return kafkatest.StartForTest(t, kafkatest.Options{
 		Ports: [2]int{plain, controller},
 		Env: map[string]string{
 			"KAFKA_LISTENERS": fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d,SERVICE://127.0.0.1:%d",
@@ -56,8 +70,34 @@ func networkBroker(t *testing.T) (*kafkatest.Broker, *toxiproxy.Proxy) {
 			"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SERVICE:PLAINTEXT",
 		},
 	})
+}
+
+// frameBroker starts a broker whose SERVICE listener is reached only
+// through a Kafka-frame-aware proxy (kafkaproxy), which it starts first.
+func frameBroker(t *testing.T) (*kafkatest.Broker, *kafkaproxy.Proxy) {
+	t.Helper()
+	var proxy *kafkaproxy.Proxy
+	b := proxiedBroker(t, func(listen, upstream string) {
+		var err error
+		if proxy, err = kafkaproxy.Start(listen, upstream); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			proxy.Close()
+			for _, err := range proxy.Errs() {
+				t.Errorf("frame proxy: %v", err)
+			}
+		})
+	})
 	return b, proxy
 }
+
+// seeds is a cluster named by addresses: a proxy's, which the service is
+// given instead of the broker's own.
+type seeds []string
+
+func (s seeds) Brokers() []string { return s }
+func (s seeds) External() bool    { return false }
 
 // networkRun is a dense run whose service talks to the broker through a
 // proxy, and the faults done to the proxy.

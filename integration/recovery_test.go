@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/quarantine-watch/quarantine-watch/consumer"
 	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
+	"github.com/quarantine-watch/quarantine-watch/internal/kafkaproxy"
 	"github.com/quarantine-watch/quarantine-watch/internal/kafkatest"
 )
 
@@ -37,17 +39,26 @@ const (
 //     transaction timeout, then resumed: the broker has aborted the
 //     transaction and fenced its producer epoch meanwhile;
 //  2. the broker is killed while a transaction is open and kept down for
-//     2× the transaction timeout, then restarted on the same data.
+//     2× the transaction timeout, then restarted on the same data;
+//  3. the broker's answers to EndTxn are dropped, the connection silenced,
+//     until franz-go's retries of it run out (three request timeouts of
+//     10 s): the broker committed the transaction, and the instance does
+//     not know it.
 //
-// After each, the instance must be consuming again with the same PID (no
+// The instance talks to the broker through a Kafka-frame-aware proxy
+// (kafkaproxy, frameBroker), which drops the answers of 3; the test's own
+// clients talk to the broker directly. After each, the instance must be consuming again with the same PID (no
 // exit, no restart by the supervisor), and at the end the outputs, read
 // with read_committed, must hold every expected finding and dead letter
 // once. It prints one eos-recovery line.
 func TestRecoveryInProcess(t *testing.T) {
-	b, p, adm := startPipeline(t)
+	b, proxy := frameBroker(t)
 	if b.External() {
 		t.Skip("kills and restarts the broker, which needs a broker kafkatest starts, not KAFKA_BROKERS")
 	}
+	p := newPipeline(t)
+	adm := newAdmin(t, b)
+	p.create(t, b, adm, nil)
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -56,7 +67,7 @@ func TestRecoveryInProcess(t *testing.T) {
 	// 500 records a second: a transaction is open most of the time.
 	stream := startStream(ctx, t, b, p.source, gen, 50, 100*time.Millisecond, 200_000)
 
-	args := serviceArgs(b, p.source, p.alerts, p.group)
+	args := serviceArgs(seeds{proxy.Addr()}, p.source, p.alerts, p.group)
 	txnTimeout := recoveryTxnTimeout
 	if os.Getenv("QW_RECOVERY_DEFAULT_TIMEOUTS") == "1" {
 		txnTimeout = consumer.DefaultSessionTimeout + consumer.TransactionTimeoutMargin
@@ -127,6 +138,32 @@ func TestRecoveryInProcess(t *testing.T) {
 		recoveries++
 	}
 
+	// 3. Every answer to EndTxn dropped until the instance gives up on its
+	// transaction's outcome and rebuilds its session; the broker committed
+	// the transaction.
+	rebuilds := countLog(in, `"msg":"rebuilding the Kafka session`)
+	waitOpen()
+	drop := proxy.Arm(kafkaproxy.Fault{Key: int16(kmsg.EndTxn), Action: kafkaproxy.DropResponse}, -1)
+	for deadline := time.Now().Add(2 * time.Minute); countLog(in, `"msg":"rebuilding the Kafka session`) == rebuilds; {
+		if time.Now().After(deadline) {
+			t.Errorf("the instance did not rebuild its session within 2 minutes of EndTxn's answers being dropped")
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	drop.Disarm()
+	dropped := drop.Events()
+	for _, e := range dropped {
+		t.Logf("EndTxn answer dropped: %v", e)
+	}
+	if len(dropped) == 0 || dropped[0].Answered.IsZero() || dropped[0].ErrorCode != 0 {
+		t.Errorf("want the first EndTxn whose answer was dropped answered without error by the broker (its outcome known to the broker only), got %v", dropped)
+	}
+	scenarios++
+	if recovered(ctx, t, adm, p, in, pid, "EndTxn's answers dropped past the request timeout") {
+		recoveries++
+	}
+
 	if err := stream.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -137,8 +174,8 @@ func TestRecoveryInProcess(t *testing.T) {
 	t.Logf("what the instance said of its sessions:\n%s", grepLog(in, `"msg":"rebuilding the Kafka session`, `"msg":"session rebuilt"`))
 	checkUnplanned(t, in)
 	_, v := drainOutputs(t, b, p, stream.expected())
-	line := fmt.Sprintf("eos-recovery: scenarios=%d recoveries=%d same_pid=%t lost=%d duplicates=%d",
-		scenarios, recoveries, samePID, v.lost(), v.duplicates())
+	line := fmt.Sprintf("eos-recovery: scenarios=%d recoveries=%d same_pid=%t endtxn_answers_dropped=%d lost=%d duplicates=%d",
+		scenarios, recoveries, samePID, len(dropped), v.lost(), v.duplicates())
 	t.Log(line)
 	fmt.Println(line)
 	t.Logf("eos-recovery took %v", time.Since(began).Round(time.Second))
@@ -183,6 +220,15 @@ func recovered(ctx context.Context, t *testing.T, adm *kadm.Client, p pipeline, 
 	}
 	t.Errorf("%s: the group did not catch up within two minutes", what)
 	return false
+}
+
+// countLog returns how many lines of an instance's log contain needle.
+func countLog(in *instance, needle string) int {
+	data, err := os.ReadFile(in.logPath)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(data), needle)
 }
 
 // grepLog returns the lines of an instance's log that contain any of
