@@ -22,6 +22,7 @@ import (
 	"github.com/quarantine-watch/quarantine-watch/internal/scan"
 	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/matcher/lookback"
 	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
@@ -327,6 +328,8 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	format := "ecs"
 	fs.String(&format, "alert-format", "ecs", alertFormatUsage)
 	fs.Int(&cfg.Workers, "workers", 0, "matcher workers (0: one per CPU)")
+	fs.Bool(&cfg.Context, "context", false, "follow each finding of the elastic or attach-failed rule with its context document: the quarantined user's activity in the files (the files are the window) before the finding; reads the files again, so not stdin")
+	fs.Duration(&cfg.Lookback, "context-lookback", lookback.DefaultLookback, "the context document's window before the finding")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: quarantine-watch scan [flags] FILE... (\"-\" is stdin; .gz is read compressed)\n")
 		fs.PrintDefaults()
@@ -344,6 +347,12 @@ func runScan(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	if cfg.Workers < 0 {
 		return fmt.Errorf("--workers %d: must be 0 or more", cfg.Workers)
+	}
+	if cfg.Lookback <= 0 {
+		return fmt.Errorf("--context-lookback %v: must be more than 0", cfg.Lookback)
+	}
+	if cfg.Context && format != "ecs" {
+		return fmt.Errorf("--context with --alert-format %s: the context document has an ECS form only", format)
 	}
 	cfg.Matcher = matcher.Config{Rules: rules, MaxValueBytes: maxValue, Validate: validate}
 	if cfg.Encoder, err = encoder(format); err != nil {

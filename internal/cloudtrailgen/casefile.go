@@ -39,7 +39,7 @@ const (
 	caseAdminIP  = "192.0.2.10"
 	caseUA1      = "aws-cli/2.15.0 Python/3.11.6 Linux/6.1.61 exe/x86_64.amzn.2023 prompt/off command/sts.get-caller-identity"
 	caseUA2      = "Boto3/1.34.0 md/Botocore#1.34.0 ua/2.0 os/linux#6.1.61 md/arch#x86_64 lang/python#3.11.6 Botocore/1.34.0"
-	caseAdminUA  = "AWS Internal"
+	caseAdminUA  = "console.amazonaws.com"
 	caseFedARN   = "arn:aws:sts::123456789012:federated-user/fed-tmp"
 )
 

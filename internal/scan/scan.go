@@ -10,6 +10,10 @@
 // input order. gzip members are kept apart: each ends any document that is
 // not valid JSON, so that a CloudWatch Logs payload cut short in a Firehose
 // object does not take the payloads after it with it.
+//
+// With Config.Context, findings of the Elastic rule and attach-failed are
+// followed by their context documents, computed over the same files
+// (context.go).
 package scan
 
 import (
@@ -19,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
@@ -37,6 +42,12 @@ type Config struct {
 	Now      func() time.Time
 	// Workers is the number of matcher workers; 0 means one per CPU.
 	Workers int
+	// Context follows each finding of the Elastic rule or attach-failed
+	// with its context document, computed over the same files (context.go).
+	Context bool
+	// Lookback is the context's window before the finding; 0 means
+	// lookback.DefaultLookback.
+	Lookback time.Duration
 }
 
 // Summary counts what a scan saw.
@@ -46,6 +57,7 @@ type Summary struct {
 	Values     int // documents evaluated: JSON values, or lines that are not JSON
 	Findings   int
 	Malformed  int // values or events reported malformed
+	Contexts   int // context documents written
 }
 
 // ErrUnreadable is returned by Run when at least one file could not be
@@ -61,6 +73,9 @@ func Run(cfg Config, files []string) (Summary, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Context && slices.Contains(files, "-") {
+		return Summary{}, errStdinContext
 	}
 	m, err := matcher.New(cfg.Matcher)
 	if err != nil {
@@ -84,14 +99,21 @@ func Run(cfg Config, files []string) (Summary, error) {
 	}
 	for _, name := range files {
 		s.sum.Files++
-		if err := s.file(name); err != nil {
+		if err := s.file(name, s.batch); err != nil {
 			s.sum.Unreadable++
 			fmt.Fprintf(cfg.Stderr, "scan: %s: %v\n", name, err)
 		}
 	}
 	s.endProgress()
+	if cfg.Context {
+		s.writeHeld(files)
+		s.endProgress()
+	}
 	fmt.Fprintf(cfg.Stderr, "scan: %d files (%d unreadable), %d documents, %d findings, %d malformed\n",
 		s.sum.Files, s.sum.Unreadable, s.sum.Values, s.sum.Findings, s.sum.Malformed)
+	if cfg.Context {
+		fmt.Fprintf(cfg.Stderr, "scan: %d context documents\n", s.sum.Contexts)
+	}
 	if s.sum.Unreadable > 0 {
 		return s.sum, fmt.Errorf("%w: %d of %d", ErrUnreadable, s.sum.Unreadable, s.sum.Files)
 	}
@@ -115,13 +137,21 @@ type scanner struct {
 	lineAt  int64 // line of lineOff
 	lineOff int64 // an offset in the content
 
+	// With Config.Context: the alerts held (context.go), the candidates
+	// buffer, and where the files start, once read.
+	held      []pending
+	cands     []matcher.Candidate
+	dataStart time.Time
+	timesRead bool
+
 	total        int64 // bytes of all files on disk, to decide on progress
 	scanned      int64 // bytes of the files done, as decompressed
 	lastProgress time.Time
 }
 
-// file scans one file through the reader and framer stages.
-func (s *scanner) file(name string) error {
+// file scans one file through the reader and framer stages, handing each
+// batch of documents to handle.
+func (s *scanner) file(name string, handle func(*batch)) error {
 	var r io.Reader
 	if name == "-" {
 		r = s.cfg.Stdin
@@ -149,7 +179,7 @@ func (s *scanner) file(name string) error {
 	var readErr error
 	var done int64
 	for b := range batches {
-		s.batch(b)
+		handle(b)
 		done = b.off + int64(b.used)
 		s.progress(done)
 		if b.err != nil {
@@ -225,9 +255,13 @@ func (s *scanner) emit(b *batch, start int, res *matcher.Result) {
 				fmt.Fprintf(s.cfg.Stderr, "scan: %s: encoding finding: %v\n", s.position(b, start), err)
 				continue
 			}
+			s.sum.Findings++
+			if s.cfg.Context {
+				s.held = append(s.held, pending{doc: bytes.Clone(doc), finding: f})
+				continue
+			}
 			s.out.Write(doc)
 			s.out.WriteByte('\n')
-			s.sum.Findings++
 		}
 	}
 	if res.Err != nil {

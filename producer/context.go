@@ -1,0 +1,268 @@
+package producer
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/matcher/lookback"
+)
+
+// The context document is the case file's look-back: what the user an alert
+// names did, and what was done to the user, in the window before the
+// finding (package lookback computes it). It is an ECS document of
+// event.kind "enrichment" (one of the field's allowed values in ECS 8.11,
+// ../shared/schemas/ecs_fields_8.11.0.json) that carries the alert's id, so
+// a SIEM joins it to the alert on quarantine_watch.alert_id. Everything in it comes from the
+// finding and the summary, nothing from the clock, and every list is
+// sorted: the same finding over the same input gives the same bytes, which
+// is what lets a streaming look-back write it once under the alert id.
+//
+// Only the ECS form exists. The OCSF 1.3 Detection Finding (2004), the one
+// OCSF class in ../shared/schemas, has an enrichments[] attribute and an
+// Update activity (type 200402): the likely OCSF form is the alert's
+// finding updated with the summary in enrichments[]. Whether that class or
+// another fits is left to the streaming look-back, which writes the
+// document to a topic; nothing here writes OCSF yet.
+
+// ECSContext is the ECS context document of one alert.
+type ECSContext struct {
+	// Timestamp is the window's end: the finding's event time.
+	Timestamp       string                    `json:"@timestamp"`
+	Message         string                    `json:"message"`
+	ECS             ECSVersionField           `json:"ecs"`
+	Event           ECSContextEvent           `json:"event"`
+	Cloud           ECSCloud                  `json:"cloud"`
+	User            ECSContextUser            `json:"user"`
+	Related         *ECSRelated               `json:"related,omitempty"`
+	QuarantineWatch ECSContextQuarantineWatch `json:"quarantine_watch"`
+}
+
+// ECSContextEvent is event.*: kind "enrichment", and the window as
+// event.start and event.end.
+type ECSContextEvent struct {
+	Kind    string `json:"kind"`    // always "enrichment"
+	Module  string `json:"module"`  // always "aws"
+	Dataset string `json:"dataset"` // always "aws.cloudtrail"
+	Start   string `json:"start"`
+	End     string `json:"end"`
+}
+
+// ECSContextUser is user.*: the user the summary is about (the alert's
+// user.target.name).
+type ECSContextUser struct {
+	Name string `json:"name"`
+}
+
+// ECSRelated is related.*: the addresses the user's calls came from that
+// are IP addresses, and the user, for pivoting.
+type ECSRelated struct {
+	IP   []string `json:"ip,omitempty"`
+	User []string `json:"user,omitempty"`
+}
+
+// ECSContextQuarantineWatch is quarantine_watch.* of a context document.
+type ECSContextQuarantineWatch struct {
+	SchemaVersion string `json:"schema_version"`
+	// AlertID is the id of the alert the document belongs to (the ECS
+	// alert's quarantine_watch.alert_id, EventAlertID).
+	AlertID string         `json:"alert_id"`
+	Rule    ECSContextRule `json:"rule"`
+	Window  ECSWindow      `json:"window"`
+	Summary ECSSummary     `json:"summary"`
+}
+
+// ECSContextRule names the rule whose finding the document is about.
+type ECSContextRule struct {
+	ID  string `json:"id"`
+	Key string `json:"key"`
+}
+
+// ECSWindow is the look-back window.
+type ECSWindow struct {
+	// Lookback is the window's length as asked (--context-lookback).
+	Lookback string `json:"lookback"`
+	Start    string `json:"start"`
+	End      string `json:"end"`
+	// DataStart is when the input read starts, when known; Cut is set when
+	// that is after Start, or unknown: the window holds less than asked.
+	DataStart string `json:"data_start,omitempty"`
+	Cut       bool   `json:"cut"`
+	// CutReason says why the window is cut, in words.
+	CutReason string `json:"cut_reason,omitempty"`
+}
+
+// ECSSummary is lookback.Summary.
+type ECSSummary struct {
+	Events       int              `json:"events"`
+	AsActor      int              `json:"as_actor"`
+	AsTarget     int              `json:"as_target"`
+	Actions      []ECSActionCount `json:"actions"`
+	SourceIPs    []ECSSeen        `json:"source_ips"`
+	UserAgents   []ECSSeen        `json:"user_agents"`
+	Regions      []ECSCount       `json:"regions"`
+	AccessKeyIDs []string         `json:"access_key_ids"`
+	Errors       []ECSCount       `json:"errors"`
+	Notable      []ECSNotable     `json:"notable"`
+	LeftOut      ECSLeftOut       `json:"left_out"`
+}
+
+// ECSActionCount counts one API call.
+type ECSActionCount struct {
+	Provider string `json:"provider"` // eventSource
+	Action   string `json:"action"`   // eventName
+	Count    int    `json:"count"`
+}
+
+// ECSSeen is a value seen, when first and last, and how often.
+type ECSSeen struct {
+	Value     string `json:"value"`
+	FirstSeen string `json:"first_seen"`
+	LastSeen  string `json:"last_seen"`
+	Count     int    `json:"count"`
+}
+
+// ECSCount is a value and how often it occurred.
+type ECSCount struct {
+	Value string `json:"value"`
+	Count int    `json:"count"`
+}
+
+// ECSNotable is one notable call in full.
+type ECSNotable struct {
+	ID        string `json:"id"` // eventID
+	Time      string `json:"time"`
+	Provider  string `json:"provider"`
+	Action    string `json:"action"`
+	Outcome   string `json:"outcome"`
+	ErrorCode string `json:"error_code,omitempty"`
+	SourceIP  string `json:"source_ip,omitempty"`
+	// By is "user" when the user made the call, "other" when another
+	// principal made it on the user.
+	By        string `json:"by"`
+	Reason    string `json:"reason"`
+	Technique string `json:"technique,omitempty"`
+	Reference string `json:"reference"`
+}
+
+// ECSLeftOut counts what named the user but could not be summarized.
+type ECSLeftOut struct {
+	Undated   int `json:"undated"`
+	UnreadECS int `json:"unread_ecs"`
+	Malformed int `json:"malformed"`
+}
+
+// ContextWindow is the window a summary covers, as the caller read it.
+type ContextWindow struct {
+	Lookback   time.Duration
+	Start, End time.Time
+	// DataStart is when the input starts; zero when it could not be told.
+	DataStart time.Time
+}
+
+// ErrNoTargetUser is returned for a finding that names no IAM user to
+// summarize.
+var ErrNoTargetUser = errors.New("producer: the finding names no IAM user")
+
+// NewECSContext builds the context document of finding f.
+func NewECSContext(f matcher.Finding, sum lookback.Summary, w ContextWindow) (*ECSContext, error) {
+	if f.Rule == nil {
+		return nil, ErrNoRule
+	}
+	e := &f.Event
+	if e.TargetKind != matcher.TargetUser || e.TargetName == "" {
+		return nil, ErrNoTargetUser
+	}
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	c := &ECSContext{
+		Timestamp: ts(w.End),
+		ECS:       ECSVersionField{Version: ECSVersion},
+		Event:     ECSContextEvent{Kind: "enrichment", Module: "aws", Dataset: "aws.cloudtrail", Start: ts(w.Start), End: ts(w.End)},
+		Cloud:     ECSCloud{Provider: "aws"},
+		User:      ECSContextUser{Name: e.TargetName},
+		QuarantineWatch: ECSContextQuarantineWatch{
+			SchemaVersion: SchemaVersion,
+			AlertID:       EventAlertID(f.Rule.ID, e),
+			Rule:          ECSContextRule{ID: f.Rule.ID, Key: f.Rule.Key},
+			Window:        ECSWindow{Lookback: w.Lookback.String(), Start: ts(w.Start), End: ts(w.End)},
+		},
+	}
+	if acct := cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID); acct != "" {
+		c.Cloud.Account = &ECSCloudAccount{ID: acct}
+	}
+	win := &c.QuarantineWatch.Window
+	switch {
+	case w.DataStart.IsZero():
+		win.Cut, win.CutReason = true, "the start of the input could not be told: the window may hold less than asked"
+	case w.DataStart.After(w.Start):
+		win.DataStart = ts(w.DataStart)
+		win.Cut = true
+		win.CutReason = fmt.Sprintf("the input starts at %s, after the window's start: the first %s of the window were not read",
+			ts(w.DataStart), w.DataStart.Sub(w.Start))
+	default:
+		win.DataStart = ts(w.DataStart)
+	}
+	s := ECSSummary{
+		Events: sum.Events, AsActor: sum.AsActor, AsTarget: sum.AsTarget,
+		Actions: []ECSActionCount{}, SourceIPs: []ECSSeen{}, UserAgents: []ECSSeen{}, Regions: []ECSCount{},
+		AccessKeyIDs: append([]string{}, sum.AccessKeyIDs...), Errors: []ECSCount{}, Notable: []ECSNotable{},
+		LeftOut: ECSLeftOut{Undated: sum.Undated, UnreadECS: sum.UnreadECS, Malformed: sum.Malformed},
+	}
+	for _, a := range sum.Actions {
+		s.Actions = append(s.Actions, ECSActionCount{Provider: a.Source, Action: a.Name, Count: a.Count})
+	}
+	var ips []string
+	for _, v := range sum.SourceIPs {
+		s.SourceIPs = append(s.SourceIPs, ECSSeen{Value: v.Value, FirstSeen: ts(v.First), LastSeen: ts(v.Last), Count: v.Count})
+		// CloudTrail puts a service name there for calls AWS makes.
+		if ip, err := netip.ParseAddr(v.Value); err == nil && ip.Zone() == "" {
+			ips = append(ips, ip.String())
+		}
+	}
+	for _, v := range sum.UserAgents {
+		s.UserAgents = append(s.UserAgents, ECSSeen{Value: v.Value, FirstSeen: ts(v.First), LastSeen: ts(v.Last), Count: v.Count})
+	}
+	for _, r := range sum.Regions {
+		s.Regions = append(s.Regions, ECSCount{Value: r.Value, Count: r.Count})
+	}
+	for _, r := range sum.Errors {
+		s.Errors = append(s.Errors, ECSCount{Value: r.Value, Count: r.Count})
+	}
+	for _, n := range sum.Notable {
+		by := "other"
+		if n.AsActor {
+			by = "user"
+		}
+		s.Notable = append(s.Notable, ECSNotable{
+			ID: n.EventID, Time: ts(n.Time), Provider: n.Source, Action: n.Name, Outcome: n.Outcome, ErrorCode: n.ErrorCode,
+			SourceIP: n.SourceIP, By: by, Reason: n.Why.Why, Technique: n.Why.Technique, Reference: n.Why.Reference,
+		})
+	}
+	c.QuarantineWatch.Summary = s
+	slices.Sort(ips)
+	c.Related = &ECSRelated{IP: slices.Compact(ips), User: []string{e.TargetName}}
+	c.Message = fmt.Sprintf("%s in %s, %s before the finding: %d events (%d by the user, %d on the user), %d notable, %d source addresses, %d access keys",
+		e.TargetName, cmp.Or(e.RecipientAccountID, e.UserIdentity.AccountID, "an unknown account"), w.End.Sub(w.Start), s.Events, s.AsActor, s.AsTarget,
+		len(s.Notable), len(s.SourceIPs), len(s.AccessKeyIDs))
+	if win.Cut {
+		c.Message += " (window cut: " + win.CutReason + ")"
+	}
+	return c, nil
+}
+
+// EncodeContext returns the context document as one line of JSON.
+func EncodeContext(c *ECSContext) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("producer: encoding context document: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

@@ -1,0 +1,77 @@
+package producer
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/matcher/lookback"
+)
+
+func contextFinding() matcher.Finding {
+	return matcher.Finding{Rule: matcher.ElasticQuarantineRule, Event: matcher.Event{
+		EventID: "e7bb4b23-66e1-4656-b607-f575fde3b790", EventTime: "2023-11-21T23:23:52Z", EventName: "AttachUserPolicy",
+		RecipientAccountID: "123456789012", TargetKind: matcher.TargetUser, TargetName: "test-user",
+	}}
+}
+
+func contextSummary() lookback.Summary {
+	at := time.Date(2023, 11, 21, 22, 0, 0, 0, time.UTC)
+	return lookback.Summary{
+		Events: 2, AsActor: 1, AsTarget: 1,
+		Actions:      []lookback.ActionCount{{Source: "iam.amazonaws.com", Name: "CreateAccessKey", Count: 1}, {Source: "sts.amazonaws.com", Name: "GetCallerIdentity", Count: 1}},
+		SourceIPs:    []lookback.Seen{{Value: "203.0.113.7", First: at, Last: at, Count: 1}, {Value: "AWS Internal", First: at, Last: at, Count: 1}},
+		UserAgents:   []lookback.Seen{{Value: "aws-cli/2.15.0", First: at, Last: at, Count: 2}},
+		Regions:      []lookback.Count{{Value: "us-east-1", Count: 2}},
+		AccessKeyIDs: []string{"AKIAIOSFODNN7EXAMPLE"},
+		Errors:       []lookback.Count{{Value: "AccessDenied", Count: 1}},
+		Notable:      []lookback.Notable{{EventID: "x", Source: "iam.amazonaws.com", Name: "CreateAccessKey", Outcome: "success", Time: at, Why: lookback.NotableCalls[0]}},
+	}
+}
+
+// TestContextConformsToECS holds the context document to ECS 8.11 (every
+// field outside quarantine_watch.* an ECS field of a compatible type,
+// event.kind an allowed value) and checks it is the same bytes each time.
+func TestContextConformsToECS(t *testing.T) {
+	ecs := loadECSChecker(t)
+	end := time.Date(2023, 11, 21, 23, 23, 52, 0, time.UTC)
+	for _, tc := range []struct {
+		data time.Time
+		cut  bool
+	}{
+		{end.Add(-30 * time.Hour), false},
+		{end.Add(-time.Hour), true},
+		{time.Time{}, true}, // unknown
+	} {
+		w := ContextWindow{Lookback: 24 * time.Hour, Start: end.Add(-24 * time.Hour), End: end, DataStart: tc.data}
+		c, err := NewECSContext(contextFinding(), contextSummary(), w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := EncodeContext(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vs := ecs.check(doc); len(vs) > 0 {
+			t.Errorf("not ECS:\n%s\n%s", strings.Join(vs, "\n"), doc)
+		}
+		again, _ := NewECSContext(contextFinding(), contextSummary(), w)
+		if doc2, _ := EncodeContext(again); !bytes.Equal(doc, doc2) {
+			t.Errorf("two encodings differ:\n%s\n%s", doc, doc2)
+		}
+		want := AlertID(matcher.ElasticQuarantineRule.ID, "e7bb4b23-66e1-4656-b607-f575fde3b790")
+		if c.QuarantineWatch.AlertID != want || c.Event.Kind != "enrichment" {
+			t.Errorf("alert id %s, kind %s; want %s, enrichment", c.QuarantineWatch.AlertID, c.Event.Kind, want)
+		}
+		if c.QuarantineWatch.Window.Cut != tc.cut {
+			t.Errorf("data from %v, window from %v: cut %v, want %v", w.DataStart, w.Start, c.QuarantineWatch.Window.Cut, tc.cut)
+		}
+	}
+	f := contextFinding()
+	f.Event.TargetKind = matcher.TargetRole
+	if _, err := NewECSContext(f, contextSummary(), ContextWindow{}); err != ErrNoTargetUser {
+		t.Errorf("a finding on a role: %v, want ErrNoTargetUser", err)
+	}
+}
