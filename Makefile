@@ -36,6 +36,8 @@ integration:
 # fuzz runs each fuzz target for FUZZTIME.
 fuzz:
 	$(GO) test ./matcher/ -run '^$$' -fuzz '^FuzzMatcher$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./matcher/ -run '^$$' -fuzz '^FuzzIdentityFilter$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./matcher/ -run '^$$' -fuzz '^FuzzSelect$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test ./matcher/ -run '^$$' -bench . -benchmem -count 5

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -186,3 +187,64 @@ func FuzzIdentityFilter(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSelect holds Select to the reference through every shape: every
+// event the Scanner finds in a value (Select with a filter that passes
+// everything, a one-letter identifier) whose text the reference selects
+// must be among what Select returns with the real filter, which skips the
+// value or the event by bytes alone.
+func FuzzSelect(f *testing.F) {
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		w.Write([]byte(s))
+		w.Close()
+		return b.Bytes()
+	}
+	rec := `{"eventName":"ListBuckets","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user\/\u006cedger-sync"}}`
+	cw := `{"messageType":"DATA_MESSAGE","logEvents":[{"id":"1","timestamp":1,"message":` + strconvQuote(rec) + `}]}`
+	for _, s := range [][]byte{
+		[]byte(rec),
+		[]byte(`{"Records":[{"eventName":"A","x":"alice"},` + rec + `]}`),
+		[]byte(`{"detail-type":"AWS API Call via CloudTrail","detail":` + rec + `}`),
+		[]byte(`{"message":` + strconvQuote(rec) + `}`),
+		[]byte(cw),
+		gz(cw),
+		[]byte(base64.StdEncoding.EncodeToString(gz(cw))),
+		[]byte(`{"awslogs":{"data":"` + base64.StdEncoding.EncodeToString(gz(cw)) + `"}}`),
+		[]byte(`{"event":{"action":"ListBuckets","original":` + strconvQuote(rec) + `},"data_stream":{"dataset":"aws.cloudtrail"}}`),
+		[]byte(`{"eventName":"A","requestParameters":{"userName":"LEDGER-SYNC"}}`),
+	} {
+		f.Add(s)
+	}
+	m, err := New(Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ids := []string{"ledger-sync", "AKIA0LEDGERSYNC00001"}
+	filter, err := NewIdentityFilter(ids)
+	if err != nil {
+		f.Fatal(err)
+	}
+	everything, err := NewIdentityFilter([]string{"q"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		s := m.NewScanner()
+		all, _ := s.Select(v, everything, nil)
+		got, _ := s.Select(v, filter, nil)
+		for _, c := range all {
+			if !referenceSelects(c.Text, ids, 0) {
+				continue
+			}
+			if !slices.ContainsFunc(got, func(g Candidate) bool {
+				return g.Index == c.Index && g.Shape == c.Shape && bytes.Equal(g.Text, c.Text)
+			}) {
+				t.Fatalf("value %q: event %d (%s) holds an identifier, Select dropped it", v, c.Index, c.Text)
+			}
+		}
+	})
+}
+
+func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
