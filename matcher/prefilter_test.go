@@ -109,10 +109,23 @@ func TestIndexPairAgainstScalar(t *testing.T) {
 func BenchmarkPrefilter(b *testing.B) {
 	rec := []byte(`{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","principalId":"AROAQH3EXAMPLE:user","arn":"arn:aws:sts::123456789012:assumed-role/Admin/user","accountId":"123456789012","accessKeyId":"ASIAQHEXAMPLEKEY"},"eventTime":"2024-11-01T00:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64 HTTP/1.1","requestParameters":{"instancesSet":{},"filterSet":{"items":[{"name":"tag:Name","valueSet":{"items":[{"value":"web\u003dprod"}]}}]}},"responseElements":null,"requestID":"3f1c2f9e-7d3a-4c39-9d0b-2d1b2f0c9e11","eventID":"9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d","readOnly":true,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}`)
 	p := newPrefilter([][]byte{[]byte(quarantineMarker)})
+	// The look-back's identity filter on the same record, for a user name
+	// and for the name with four keys.
+	name, err := NewIdentityFilter([]string{"ledger-sync"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, err := NewIdentityFilter([]string{"ledger-sync", "AKIA0LEDGERSYNC00001", "AKIA0LEDGERSYNC00002", "ASIA0LEDGERSYNC00003", "AKIA0LEDGERSYNC00004"})
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		fn   func([]byte) bool
-	}{{"one-pass", p.mayMatch}, {"search-by-search", p.mayMatchSlow}, {"bound", func(b []byte) bool { return bytes.IndexByte(b, 0xff) >= 0 }}} {
+	}{
+		{"one-pass", p.mayMatch}, {"search-by-search", p.mayMatchSlow}, {"bound", func(b []byte) bool { return bytes.IndexByte(b, 0xff) >= 0 }},
+		{"identity-name", name.MayContain}, {"identity-name+4keys", keys.MayContain},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(rec)))
 			for b.Loop() {
