@@ -19,6 +19,11 @@
 // error deep inside a record that cannot be a finding is not reported
 // unless Config.Validate asks for it.
 //
+// Scanner.Select reads values the same way for another purpose: with an
+// IdentityFilter (identity.go) in place of the rules' prefilter, it returns
+// the events that can name a user or access key, which package lookback
+// (matcher/lookback) summarizes into the case file's look-back.
+//
 // The package imports no Kafka client and no output format: it can be
 // fuzzed, benchmarked and used offline on its own. What a finding looks like
 // on the wire is package producer's business.
