@@ -154,3 +154,41 @@ func TestScanContextRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestScanContextAttachFailed: a quarantine that failed (attach-failed,
+// with --rules all) gets its context document too; a finding of another
+// rule (detached) does not.
+func TestScanContextAttachFailed(t *testing.T) {
+	c := cloudtrailgen.PlantCase(cloudtrailgen.CaseConfig{Seed: 5, Noise: 500})
+	failed := false
+	for i, v := range c.Values {
+		if bytes.Contains(v, []byte(c.QuarantineEventID)) {
+			c.Values[i] = bytes.Replace(v, []byte(`{`), []byte(`{"errorCode":"AccessDenied","errorMessage":"blocked by an SCP",`), 1)
+			failed = true
+		}
+	}
+	if !failed {
+		t.Fatal("the quarantine record is not in the case")
+	}
+	detach := `{"eventVersion":"1.09","eventTime":"2024-11-02T12:30:00Z","eventSource":"iam.amazonaws.com","eventName":"DetachUserPolicy","recipientAccountId":"123456789012","eventID":"00000000-0000-4000-8000-00000000d7ac","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::123456789012:user/ops-admin"},"requestParameters":{"userName":"ledger-sync","policyArn":"arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2"}}`
+	files := append(caseFiles(t, c), writeFile(t, "detach.json", []byte(detach)))
+	code, stdout, stderr := runCmd(t, "", append([]string{"scan", "--context", "--rules", "all"}, files...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var kinds []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var doc struct {
+			Event struct{ Kind string }
+			Rule  struct{ ID string }
+		}
+		if err := json.Unmarshal([]byte(line), &doc); err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, doc.Event.Kind+" "+doc.Rule.ID)
+	}
+	want := []string{"alert " + matcher.QuarantineAttachFailedRule.ID, "enrichment ", "alert " + matcher.QuarantineDetachedRule.ID}
+	if !slices.Equal(kinds, want) {
+		t.Errorf("documents %v, want %v", kinds, want)
+	}
+}
