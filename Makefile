@@ -89,3 +89,19 @@ bench-e2e: docker-up kafka-image build
 	mvn -q -B -Dstyle.color=never -f integration/streams-peer/pom.xml package
 	$(GO) build -o bin/bench-e2e ./integration/bench/e2e
 	KAFKA_IMAGE=$(KAFKA_IMAGE_TAG) bin/bench-e2e $(BENCH_E2E_FLAGS)
+
+# eos-safety is the transaction safety test (integration/safety_test.go):
+# the service on its default flags behind a Kafka-frame-aware proxy that
+# delivers EndTxn, TxnOffsetCommit and AddOffsetsToTxn late, into the next
+# open transaction, under transactions v1 (the default) and v2
+# (--transactions-v2), each on a broker of its own; it prints one
+# eos-safety line per version. Not in make test: about 6 minutes each.
+# Logs in bin/eos-safety-v1.log and bin/eos-safety-v2.log.
+.PHONY: eos-safety
+eos-safety: docker-up kafka-image
+	@mkdir -p bin; status=0; \
+	for v in v1 v2; do \
+	  QW_EOS_SAFETY=$$v KAFKA_IMAGE=$(KAFKA_IMAGE_TAG) TESTCONTAINERS_RYUK_DISABLED=true QW_REQUIRE_KAFKA=1 \
+	    $(GO) test -count=1 -timeout 30m -run '^TestTransactionSafety$$' -v ./integration/ >bin/eos-safety-$$v.log 2>&1 || status=1; \
+	  grep -h '^eos-safety:' bin/eos-safety-$$v.log || { echo "eos-safety: version=$$v printed no line; see bin/eos-safety-$$v.log"; status=1; }; \
+	done; exit $$status

@@ -1176,6 +1176,10 @@ type denseResult struct {
 	lost, duplicates, phantom, bad  int
 	hanging                         int
 	readersAgree                    bool
+	// log is the source log (franz-go's read), readers every reader of
+	// the outputs: what a test adds its own checks to.
+	log     sourceLog
+	readers []*denseReader
 }
 
 // finish waits for the writer and for the group to commit the end of the
@@ -1249,6 +1253,7 @@ func (r *denseRun) finish(catchUp time.Duration) denseResult {
 	}
 	committed, aborted := r.src.checkLedger(t, goLog)
 	res.records, res.abortedSource = len(goLog), aborted
+	res.log, res.readers = goLog, readers
 	if committed != len(goLog) {
 		t.Errorf("the source log has %d records, the writer's committed ones %d", len(goLog), committed)
 	}
