@@ -100,7 +100,12 @@ type denseSourceConfig struct {
 	chunk      int           // records per source transaction
 	abortEvery int           // every n-th transaction is aborted
 	every      time.Duration // pause between two transactions
-	seed       int64
+	// period, if set, replaces every: a transaction starts every period,
+	// however long the last took, and a start missed while a transaction
+	// was slow is dropped, not made up in a burst, so that the rate is
+	// steady at chunk records a period (the soak's source).
+	period time.Duration
+	seed   int64
 }
 
 // denseSource writes a dense stream to the source topic in transactions,
@@ -166,6 +171,7 @@ func (s *denseSource) run(ctx context.Context, b cluster, txnID string) {
 	}
 	defer func() { cl.Close() }()
 	seq := 0
+	next := time.Now()
 	// The last transaction commits a record to every partition, and is
 	// written again until its commit is acknowledged: the group can then
 	// be seen to have read the whole source (see caughtUp).
@@ -235,10 +241,18 @@ func (s *denseSource) run(ctx context.Context, b cluster, txnID string) {
 				}
 			}
 		}
+		wait := s.cfg.every
+		if s.cfg.period > 0 {
+			next = next.Add(s.cfg.period)
+			if now := time.Now(); next.Before(now) {
+				next = now
+			}
+			wait = time.Until(next)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(s.cfg.every):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -640,35 +654,38 @@ func startDenseKcatReader(t *testing.T, kcat string, b cluster, p pipeline, name
 	r.stop = cancel
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
-	var errs []string
+	var errs, restarts []string
+	report := func(list *[]string, format string, args ...any) {
+		errMu.Lock()
+		defer errMu.Unlock()
+		*list = append(*list, fmt.Sprintf(format, args...))
+	}
 	for _, topic := range []string{p.alerts, p.dlq} {
-		cmd := exec.CommandContext(ctx, kcat, kcatArgs(b, topic, true)...)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting kcat: %v", err)
-		}
 		wg.Go(func() {
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				l, err := parseKcatLine(sc.Text())
-				if err != nil {
-					errMu.Lock()
-					errs = append(errs, err.Error())
-					errMu.Unlock()
-					continue
+			// kcat exits on a partition error, which a broker fault may
+			// cause: a bounced broker answered "Failed to query logical
+			// offset END: Broker: Unknown topic or partition" for a moment
+			// after its restart, and the soak's reader of the dead-letter
+			// topic ended there (kcat's -E, not to exit, left it reading
+			// nothing at all). It is started again, from the beginning:
+			// the records it reads again count once, by their place.
+			for attempt := 1; ; attempt++ {
+				stderr, err := followKcat(ctx, kcat, b, topic, func(l kcatLine) {
+					r.add(coord{topic, l.partition, l.offset}, denseOutput{key: l.key, srcErr: "kcat: keys only"})
+				}, func(err error) { report(&errs, "%v", err) })
+				if ctx.Err() != nil {
+					return
 				}
-				r.add(coord{topic, l.partition, l.offset}, denseOutput{key: l.key, srcErr: "kcat: keys only"})
-			}
-			err := cmd.Wait()
-			if ctx.Err() == nil {
-				errMu.Lock()
-				errs = append(errs, fmt.Sprintf("kcat on %s exited: %v: %s", topic, err, stderr.String()))
-				errMu.Unlock()
+				if attempt == 10 {
+					report(&errs, "kcat on %s exited %d times, last: %v: %s", topic, attempt, err, stderr)
+					return
+				}
+				report(&restarts, "kcat on %s exited (%v: %s); started again", topic, err, strings.TrimSpace(stderr))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
 			}
 		})
 	}
@@ -681,11 +698,42 @@ func startDenseKcatReader(t *testing.T, kcat string, b cluster, p pipeline, name
 		<-r.stopped
 		errMu.Lock()
 		defer errMu.Unlock()
+		for _, e := range restarts {
+			t.Logf("%s: %s", name, e)
+		}
 		for _, e := range errs {
 			t.Errorf("%s: %s", name, e)
 		}
 	})
 	return r
+}
+
+// followKcat runs kcat following topic from its beginning, calling each
+// for every record and bad for every line it cannot parse, until kcat
+// exits or ctx ends; it returns what kcat printed on stderr and how it
+// exited.
+func followKcat(ctx context.Context, kcat string, b cluster, topic string, each func(kcatLine), bad func(error)) (string, error) {
+	cmd := exec.CommandContext(ctx, kcat, kcatArgs(b, topic, true)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("starting kcat: %w", err)
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		l, err := parseKcatLine(sc.Text())
+		if err != nil {
+			bad(err)
+			continue
+		}
+		each(l)
+	}
+	err = cmd.Wait()
+	return stderr.String(), err
 }
 
 // readDenseKcat reads the outputs to their end with kcat, once.
