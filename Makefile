@@ -105,3 +105,18 @@ eos-safety: docker-up kafka-image
 	    $(GO) test -count=1 -timeout 30m -run '^TestTransactionSafety$$' -v ./integration/ >bin/eos-safety-$$v.log 2>&1 || status=1; \
 	  grep -h '^eos-safety:' bin/eos-safety-$$v.log || { echo "eos-safety: version=$$v printed no line; see bin/eos-safety-$$v.log"; status=1; }; \
 	done; exit $$status
+
+# soak runs TestSoak (integration/soak_test.go, behind the soak build tag, so
+# neither make test nor CI compiles it; method in docs/reliability.md): the
+# dense oracle on three brokers for SOAK_DURATION at SOAK_RATE records/s, two
+# instances on the default flags under the deployment's GOMEMLIMIT, a SIGKILL,
+# a scale-out and back and a broker bounce in the first half, every instance
+# sampled every 10 s. It prints a table and one soak: line.
+SOAK_DURATION ?= 30m
+SOAK_RATE ?= 250
+SOAK_TIMEOUT ?= 80m
+.PHONY: soak
+soak: docker-up kafka-image
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_RATE=$(SOAK_RATE) KAFKA_IMAGE=$(KAFKA_IMAGE_TAG) \
+	TESTCONTAINERS_RYUK_DISABLED=true QW_REQUIRE_KAFKA=1 \
+	$(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./integration/
