@@ -35,6 +35,11 @@ type loop struct {
 	txnOpen  bool
 	txnBegan time.Time
 
+	// speaksV2: the session's client uses transactions v2 (see txnv2.go);
+	// produced: outputs produced in the open transaction.
+	speaksV2 bool
+	produced int
+
 	produceMu  sync.Mutex
 	produceErr error
 	rejected   []rejection // outputs the last flush refused
@@ -148,6 +153,16 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 	defer stopWatch()
 	go l.health.watch(watchCtx, sess.Client())
 
+	l.speaksV2 = false
+	if l.cfg.TransactionsV2 {
+		v2, err := speaksTransactionsV2(ctx, sess.Client())
+		if err != nil {
+			log.Warn("cannot tell whether the brokers speak transactions v2; a batch that produces nothing may be aborted and read again", "err", err)
+		}
+		l.speaksV2 = v2
+		log.Info("transactions v2 asked for", "brokers_speak_it", v2)
+	}
+
 	// The batch in flight is finished with a context that outlives ctx by
 	// the end budget: a signal must not cut a transaction in half, nor
 	// wait on it past the orchestrator's patience.
@@ -249,6 +264,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	l.txnOpen = true
 	l.txnBegan = began
 	l.setProduceErr(nil)
+	l.produced = 0
 	l.takeRejected() // left by a transaction whose flush failed
 	n := len(records)
 	if cap(l.values) < n {
@@ -316,6 +332,9 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	try := kgo.TryCommit
 	if produceErr != nil {
 		try = kgo.TryAbort
+	}
+	if try == kgo.TryCommit && l.speaksV2 && l.produced == 0 {
+		l.openForOffsets(ctx)
 	}
 	committed, err := l.sess.End(ctx, try)
 	l.txnOpen = err != nil

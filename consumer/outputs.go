@@ -141,6 +141,7 @@ func recordError(err error) bool {
 
 // produce produces o in the open transaction; a failure is kept for settle.
 func (l *loop) produce(ctx context.Context, o output) {
+	l.produced++
 	l.sess.Produce(ctx, o.rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			l.produceMu.Lock()
