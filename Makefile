@@ -93,8 +93,8 @@ bench-e2e: docker-up kafka-image build
 # eos-safety is the transaction safety test (integration/safety_test.go):
 # the service on its default flags behind a Kafka-frame-aware proxy that
 # delivers EndTxn, TxnOffsetCommit and AddOffsetsToTxn late, into the next
-# open transaction, under transactions v1 (the default) and v2
-# (--transactions-v2), each on a broker of its own; it prints one
+# open transaction, under transactions v1 (--transactions-v2=false) and v2
+# (the default), each on a broker of its own; it prints one
 # eos-safety line per version. Not in make test: about 6 minutes each.
 # Logs in bin/eos-safety-v1.log and bin/eos-safety-v2.log.
 .PHONY: eos-safety

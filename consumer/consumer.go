@@ -124,8 +124,11 @@ type Config struct {
 	// GOMEMLIMIT to the same value so the garbage collector keeps to it.
 	MemoryLimit int64
 	// TransactionsV2 lets franz-go use Kafka's transactions v2 (KIP-890
-	// part 2) where the broker enables it (Kafka 4.0 and later). Off, the
-	// client speaks transactions v1 to every broker; see ClientOpts.
+	// part 2) where the broker enables it (Kafka 4.0 and later): a new
+	// producer epoch per transaction, so that a request of an earlier
+	// transaction delivered late is fenced (see txnv2.go). The command's
+	// --transactions-v2 is on by default. Off, the client speaks
+	// transactions v1 to every broker; see ClientOpts.
 	TransactionsV2 bool
 	// ClientOpts are appended to the options Run builds (TLS, SASL, logging,
 	// tuning, test hooks).
@@ -281,15 +284,13 @@ func (c *Config) withDefaults() (Config, error) {
 //     default, at the default 45s session timeout),
 //     TransactionTimeout: as given or defaulted (see Config).
 //   - MaxVersions with EndTxn capped at v4, unless TransactionsV2: the
-//     client then speaks transactions v1. Under v2, franz-go 1.22 commits a
-//     transaction's offsets with TxnOffsetCommit v5 and no AddOffsetsToTxn;
-//     when the previous transaction's markers are still being written (a
-//     batch without findings reaches its commit within milliseconds), the
-//     broker answers CONCURRENT_TRANSACTIONS, which GroupTransactSession.End
-//     treats as abortable: the batch is aborted and read again. Under v1,
-//     AddOffsetsToTxn gets that answer instead and franz-go retries it in
-//     place after ConcurrentTransactionsBackoff. docs/benchmarks.md has the
-//     measurements; both versions are exactly-once.
+//     client then speaks transactions v1, under which a request delivered
+//     late can end the wrong transaction (docs/reliability.md,
+//     TestTransactionSafety). Under v2, franz-go 1.22 commits a
+//     transaction's offsets with TxnOffsetCommit v5 and no AddOffsetsToTxn,
+//     and End aborts the batch when the broker answers it
+//     CONCURRENT_TRANSACTIONS; openForOffsets (txnv2.go) keeps that from
+//     happening.
 func ClientOpts(cfg *Config) []kgo.Opt {
 	h := cfg.health
 	if h == nil {

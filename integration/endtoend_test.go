@@ -57,8 +57,8 @@ func TestBackToBackCommitsAbortNothing(t *testing.T) {
 		args      []string
 		maxAborts int // -1: only reported
 	}{
-		{"transactions-v1", nil, 0},
-		{"transactions-v2", []string{"--transactions-v2"}, 0},
+		{"transactions-v1", []string{"--transactions-v2=false"}, 0},
+		{"transactions-v2", nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPipeline(t)

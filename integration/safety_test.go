@@ -31,7 +31,7 @@ import (
 // part 2) bump the epoch with every transaction, so the broker fences the
 // late request.
 //
-// The service, on its default flags (and --transactions-v2 for v2), runs
+// The service, on its default flags (v2; --transactions-v2=false for v1), runs
 // behind a Kafka-frame-aware proxy (kafkaproxy) that holds one EndTxn,
 // TxnOffsetCommit or AddOffsetsToTxn at a time, and everything after it on
 // its connection, past franz-go's request timeout (10 s), then delivers it
@@ -148,11 +148,11 @@ func TestTransactionSafety(t *testing.T) {
 	level := finalizedTransactionVersion(t, b)
 	t.Logf("the broker's finalized transaction.version: %d", level)
 	var extra []string
-	if version == "v2" {
-		if level < 2 {
-			t.Fatalf("transaction.version %d: the broker does not enable transactions v2", level)
-		}
-		extra = append(extra, "--transactions-v2")
+	if version == "v2" && level < 2 {
+		t.Fatalf("transaction.version %d: the broker does not enable transactions v2", level)
+	}
+	if version == "v1" {
+		extra = append(extra, "--transactions-v2=false")
 	}
 	r := &safetyRun{
 		denseRun: startDenseRun(t, b, []string{proxy.Addr()},

@@ -227,7 +227,7 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Duration(&cfg.LagInterval, "lag-interval", consumer.DefaultLagInterval, "how often the lag is computed from the group's committed offsets")
 	fetchBytes := 0
 	fs.Int(&fetchBytes, "fetch-max-partition-bytes", 0, "most compressed bytes one fetch returns per partition (0: 1 MiB; less when the memory budget, GOMEMLIMIT, needs it)")
-	fs.Bool(&cfg.TransactionsV2, "transactions-v2", false, "use Kafka's transactions v2 (KIP-890) where the brokers enable it; off, transactions v1, which aborts no batch when commits follow each other closely")
+	fs.Bool(&cfg.TransactionsV2, "transactions-v2", true, "use Kafka's transactions v2 (KIP-890: a new producer epoch per transaction, so a request delivered late cannot commit or abort a later transaction) where the brokers enable it; =false speaks v1 to every broker")
 	var sec kafkaopts.Security
 	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
 	fs.String(&sec.TLSCAFile, "tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")
