@@ -96,12 +96,13 @@ bench-e2e: docker-up kafka-image build
 # open transaction, under transactions v1 (--transactions-v2=false) and v2
 # (the default), each on a broker of its own; it prints one
 # eos-safety line per version. Not in make test: about 6 minutes each.
-# Logs in bin/eos-safety-v1.log and bin/eos-safety-v2.log.
+# Logs in bin/eos-safety-v1.log and bin/eos-safety-v2.log, the test's
+# ledger (a line per transaction) in bin/eos-safety-v1.ledger and -v2.ledger.
 .PHONY: eos-safety
 eos-safety: docker-up kafka-image
 	@mkdir -p bin; status=0; \
 	for v in v1 v2; do \
-	  QW_EOS_SAFETY=$$v KAFKA_IMAGE=$(KAFKA_IMAGE_TAG) TESTCONTAINERS_RYUK_DISABLED=true QW_REQUIRE_KAFKA=1 \
+	  QW_EOS_SAFETY=$$v QW_EOS_SAFETY_LEDGER=$(CURDIR)/bin/eos-safety-$$v.ledger KAFKA_IMAGE=$(KAFKA_IMAGE_TAG) TESTCONTAINERS_RYUK_DISABLED=true QW_REQUIRE_KAFKA=1 \
 	    $(GO) test -count=1 -timeout 30m -run '^TestTransactionSafety$$' -v ./integration/ >bin/eos-safety-$$v.log 2>&1 || status=1; \
 	  grep -h '^eos-safety:' bin/eos-safety-$$v.log || { echo "eos-safety: version=$$v printed no line; see bin/eos-safety-$$v.log"; status=1; }; \
 	done; exit $$status

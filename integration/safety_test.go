@@ -779,5 +779,33 @@ func (l *ledger) check(t *testing.T, src *denseSource, res denseResult) safetyVe
 		v.abortedReads = max(v.abortedReads, bad)
 	}
 	t.Logf("ledger: %d transactions ended (%d committed), %d source partitions' offsets committed up to %v", len(l.txns), l.committed(), len(committedAt), committedAt)
+	if path := os.Getenv(envLedger); path != "" {
+		if err := l.write(path); err != nil {
+			t.Errorf("writing the ledger: %v", err)
+		}
+	}
 	return v
+}
+
+// envLedger, if set, is a file the ledger is written to, one transaction
+// a line (make eos-safety writes bin/eos-safety-<version>.ledger).
+const envLedger = "QW_EOS_SAFETY_LEDGER"
+
+// write writes one line per ended transaction: its number, producer id
+// and epoch, outcome, each partition with its marker's outcome and record
+// count, its outputs, the group offsets it commits and the source ranges
+// they close.
+func (l *ledger) write(path string) error {
+	var b strings.Builder
+	for _, x := range l.txns {
+		fmt.Fprintf(&b, "#%d producer=%d/%d %s outputs=%d", x.n, x.pid, x.epoch, map[bool]string{true: "commit", false: "abort"}[x.commit], len(x.outputs))
+		for _, s := range x.segments {
+			fmt.Fprintf(&b, " %s/%d:%s:%d", s.tp.topic, s.tp.partition, map[bool]string{true: "commit", false: "abort"}[s.commit], len(s.records))
+		}
+		for _, part := range slices.Sorted(maps.Keys(x.ranges)) {
+			fmt.Fprintf(&b, " source/%d:[%d,%d)", part, x.ranges[part][0], x.ranges[part][1])
+		}
+		b.WriteByte('\n')
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
