@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
 	"github.com/quarantine-watch/quarantine-watch/internal/kafkatest"
@@ -100,18 +102,62 @@ func (p pipeline) create(t *testing.T, b cluster, adm *kadm.Client, sourceConfig
 		}
 	}
 	// CreateTopics returns before every broker's metadata has the topics,
-	// and an instance started too soon would exit naming them missing.
+	// and an instance started too soon would exit naming them missing. On
+	// a cluster, the broker that answers an admin client first may know
+	// them while another does not yet (seen under load: "output topic ...
+	// does not exist" 147 ms after ListTopics had found them): every
+	// broker is asked.
+	cl := newClient(t, b)
+	want := map[string]int{p.source: sourcePartitions, p.alerts: outputPartitions, p.dlq: outputPartitions}
 	for {
-		topics, err := adm.ListTopics(ctx, p.source, p.alerts, p.dlq)
-		if err == nil && len(topics[p.source].Partitions) == sourcePartitions &&
-			len(topics[p.alerts].Partitions) == outputPartitions && len(topics[p.dlq].Partitions) == outputPartitions {
+		err := topicsOnEveryBroker(ctx, cl, want)
+		if err == nil {
 			return
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("topics %s, %s, %s not in the metadata within a minute: %v", p.source, p.alerts, p.dlq, err)
+			t.Fatalf("topics %s, %s, %s not in every broker's metadata within a minute: %v", p.source, p.alerts, p.dlq, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// topicsOnEveryBroker asks each broker of the cluster for the metadata of
+// the topics in want, and returns an error unless each knows each topic
+// with its number of partitions.
+func topicsOnEveryBroker(ctx context.Context, cl *kgo.Client, want map[string]int) error {
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = false
+	for topic := range want {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return err
+	}
+	for _, br := range resp.Brokers {
+		r, err := req.RequestWith(ctx, cl.Broker(int(br.NodeID)))
+		if err != nil {
+			return fmt.Errorf("broker %d: %w", br.NodeID, err)
+		}
+		if len(r.Topics) != len(want) {
+			return fmt.Errorf("broker %d: %d topics in its answer, want %d", br.NodeID, len(r.Topics), len(want))
+		}
+		for _, topic := range r.Topics {
+			name := kmsg.StringPtr("")
+			if topic.Topic != nil {
+				name = topic.Topic
+			}
+			if err := kerr.ErrorForCode(topic.ErrorCode); err != nil {
+				return fmt.Errorf("broker %d: topic %s: %w", br.NodeID, *name, err)
+			}
+			if len(topic.Partitions) != want[*name] {
+				return fmt.Errorf("broker %d: topic %s has %d partitions, want %d", br.NodeID, *name, len(topic.Partitions), want[*name])
+			}
+		}
+	}
+	return nil
 }
 
 // startPipeline returns the package's broker, an admin client of it, and a
