@@ -187,7 +187,7 @@ func (f *IdentityFilter) MayContain(b []byte) bool {
 func (f *IdentityFilter) matchesAt(b []byte, i int) bool {
 	switch {
 	case b[i] == '\\' && b[i+1] == 'u':
-		return f.suspectEscapeAt(b, i+2)
+		return suspectEscapeAt(&f.suspect, b, i+2)
 	case b[i] == 'H' && b[i+1] == '4' && bytes.HasPrefix(b[i:], base64Gzip):
 		return true
 	}
@@ -203,15 +203,6 @@ func (f *IdentityFilter) matchesAt(b []byte, i int) bool {
 		}
 	}
 	return false
-}
-
-// suspectEscapeAt is prefilter.suspectEscapeAt with this filter's S.
-func (f *IdentityFilter) suspectEscapeAt(b []byte, i int) bool {
-	if i+4 > len(b) {
-		return true
-	}
-	cp, ok := hex4(b[i : i+4])
-	return !ok || cp < 0x80 && f.suspect[cp]
 }
 
 // mayContainSlow is MayContain as one search after the other, the
@@ -232,7 +223,7 @@ func (f *IdentityFilter) mayContainSlow(b []byte) bool {
 			break
 		}
 		i += j + len(escapeU)
-		if f.suspectEscapeAt(b, i) {
+		if suspectEscapeAt(&f.suspect, b, i) {
 			return true
 		}
 	}

@@ -179,7 +179,7 @@ func (p *prefilter) mayMatch(b []byte) bool {
 func (p *prefilter) matchesAt(b []byte, i int) bool {
 	switch {
 	case b[i] == '\\' && b[i+1] == 'u':
-		return p.suspectEscapeAt(b, i+2)
+		return suspectEscapeAt(&p.suspect, b, i+2)
 	case b[i] == 'H' && b[i+1] == '4':
 		return bytes.HasPrefix(b[i:], base64Gzip)
 	}
@@ -217,20 +217,21 @@ func (p *prefilter) hasSuspectEscape(b []byte) bool {
 			return false
 		}
 		i += j + len(escapeU)
-		if p.suspectEscapeAt(b, i) {
+		if suspectEscapeAt(&p.suspect, b, i) {
 			return true
 		}
 	}
 }
 
-// suspectEscapeAt reports whether the four bytes at b[i:], after a `\u`,
+// suspectEscapeAt, with the set S of the searched strings' letters in
+// suspect, reports whether the four bytes at b[i:], after a `\u`,
 // are not hex digits naming a code point outside suspect.
-func (p *prefilter) suspectEscapeAt(b []byte, i int) bool {
+func suspectEscapeAt(suspect *[128]bool, b []byte, i int) bool {
 	if i+4 > len(b) {
 		return true
 	}
 	cp, ok := hex4(b[i : i+4])
-	return !ok || cp < 0x80 && p.suspect[cp]
+	return !ok || cp < 0x80 && suspect[cp]
 }
 
 func hex4(h []byte) (rune, bool) {
