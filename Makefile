@@ -103,7 +103,7 @@ eos-safety: docker-up kafka-image
 	@mkdir -p bin; status=0; \
 	for v in v1 v2; do \
 	  QW_EOS_SAFETY=$$v QW_EOS_SAFETY_LEDGER=$(CURDIR)/bin/eos-safety-$$v.ledger KAFKA_IMAGE=$(KAFKA_IMAGE_TAG) TESTCONTAINERS_RYUK_DISABLED=true QW_REQUIRE_KAFKA=1 \
-	    $(GO) test -count=1 -timeout 30m -run '^TestTransactionSafety$$' -v ./integration/ >bin/eos-safety-$$v.log 2>&1 || status=1; \
+	    $(GO) test -tags eossafety -count=1 -timeout 30m -run '^TestTransactionSafety$$' -v ./integration/ >bin/eos-safety-$$v.log 2>&1 || status=1; \
 	  grep -h '^eos-safety:' bin/eos-safety-$$v.log || { echo "eos-safety: version=$$v printed no line; see bin/eos-safety-$$v.log"; status=1; }; \
 	done; exit $$status
 
