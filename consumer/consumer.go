@@ -130,6 +130,19 @@ type Config struct {
 	// --transactions-v2 is on by default. Off, the client speaks
 	// transactions v1 to every broker; see ClientOpts.
 	TransactionsV2 bool
+	// CaseWorker runs the case worker beside the loop (casefile.go): the
+	// context document of every entry of the watchlist topic, written to
+	// the context topic exactly once.
+	CaseWorker bool
+	// ContextLookback is the look-back window of a watch entry that names
+	// none; zero means lookback.DefaultLookback (24h).
+	ContextLookback time.Duration
+	// LookbackPartitions bounds the source partitions one look-back reads
+	// at once; zero means DefaultLookbackPartitions.
+	LookbackPartitions int
+	// LookbackBytesPerSecond bounds what look-backs read, in record value
+	// bytes per second; zero means DefaultLookbackBytesPerSecond.
+	LookbackBytesPerSecond int64
 	// ClientOpts are appended to the options Run builds (TLS, SASL, logging,
 	// tuning, test hooks).
 	ClientOpts []kgo.Opt
@@ -152,6 +165,9 @@ type Config struct {
 	health *health
 	// sizer sizes the fetches to the memory budget.
 	sizer *fetchSizer
+	// kafkaHooks, when set, take the place of Metrics.Kafka in ClientOpts:
+	// the case worker's session has franz-go metrics of its own.
+	kafkaHooks kgo.Hook
 }
 
 // Stats counts what committed transactions carried. Counts only move when
@@ -296,6 +312,10 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 	if h == nil {
 		h = newHealth(cfg)
 	}
+	var kafkaHooks kgo.Hook = cfg.Metrics.Kafka
+	if cfg.kafkaHooks != nil {
+		kafkaHooks = cfg.kafkaHooks
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -304,7 +324,7 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.WithHooks(cfg.Metrics.Kafka),
+		kgo.WithHooks(kafkaHooks),
 		kgo.OnPartitionsAssigned(h.assigned),
 		kgo.OnPartitionsRevoked(h.gone),
 		kgo.OnPartitionsLost(h.gone),
@@ -373,5 +393,19 @@ func Run(ctx context.Context, c Config) error {
 	cfg.health = newHealth(&cfg)
 	l := &loop{cfg: &cfg, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer, health: cfg.health,
 		unknownSince: map[string]time.Time{}, unknownLast: map[string]time.Time{}}
-	return l.run(ctx)
+	if !cfg.CaseWorker {
+		return l.run(ctx)
+	}
+	// The case worker stops with the loop, whatever ends it, and Run
+	// returns once both have.
+	caseCtx, stopCase := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		newCaseWorker(&cfg).run(caseCtx)
+	}()
+	err = l.run(ctx)
+	stopCase()
+	<-done
+	return err
 }

@@ -334,7 +334,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 		try = kgo.TryAbort
 	}
 	if try == kgo.TryCommit && l.speaksV2 && l.produced == 0 {
-		l.openForOffsets(ctx)
+		openForOffsets(ctx, l.sess.Client(), l.cfg.TransactionalID, l.cfg.Group)
 	}
 	committed, err := l.sess.End(ctx, try)
 	l.txnOpen = err != nil

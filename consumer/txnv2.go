@@ -67,8 +67,7 @@ const openForOffsetsLimit = 5 * time.Second
 // CONCURRENT_TRANSACTIONS. Any other outcome is left to End, which sends
 // the same request again (committing the same offsets twice in one
 // transaction is idempotent) and handles its answer as it always does.
-func (l *loop) openForOffsets(ctx context.Context) {
-	cl := l.sess.Client()
+func openForOffsets(ctx context.Context, cl *kgo.Client, transactionalID, group string) {
 	offsets := cl.UncommittedOffsets()
 	if len(offsets) == 0 {
 		return
@@ -79,8 +78,8 @@ func (l *loop) openForOffsets(ctx context.Context) {
 	}
 	member, generation := cl.GroupMetadata()
 	req := kmsg.NewPtrTxnOffsetCommitRequest()
-	req.TransactionalID = l.cfg.TransactionalID
-	req.Group = l.cfg.Group
+	req.TransactionalID = transactionalID
+	req.Group = group
 	req.ProducerID, req.ProducerEpoch = id, epoch
 	req.MemberID, req.Generation = member, generation
 	for topic, partitions := range offsets {

@@ -62,6 +62,23 @@ type Metrics struct {
 	// RecordsSkipped counts records deleted before the group read them.
 	RecordsSkipped *prometheus.CounterVec // topic
 
+	// KafkaContext is franz-go's client metrics of the case worker's
+	// session (consumer/casefile.go): a kprom.Metrics serves one client at
+	// a time, and the worker's runs beside the loop's.
+	KafkaContext *kprom.Metrics
+	// Lookbacks counts the case worker's watch entries by outcome:
+	// written (a context document committed), failed (the look-back could
+	// not run and the entry is read again), bad_entry (a value that is not
+	// a watch entry, committed without a document), ended (a tombstone),
+	// other_key (a key outside "entry/", state of another kind).
+	Lookbacks *prometheus.CounterVec // outcome
+	// LookbackRecords counts the source records look-backs read, every
+	// pass over the window (a learned key costs another).
+	LookbackRecords prometheus.Counter
+	// LookbackDuration is, per look-back that wrote its document, from
+	// reading the entry to the commit.
+	LookbackDuration prometheus.Histogram
+
 	ready    atomic.Pointer[func() bool]
 	stopping atomic.Bool
 }
@@ -114,6 +131,16 @@ func New() *Metrics {
 	})
 	m.SessionRecreations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "session_recreations_total",
 		Help: "Kafka sessions rebuilt in process (same transactional id) after a transaction could not end, by reason."}, []string{"reason"})
+	m.KafkaContext = kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka_context"))
+	m.Lookbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "lookbacks_total",
+		Help: "Watchlist records the case worker handled, by outcome (written, failed, bad_entry, ended, other_key)."}, []string{"outcome"})
+	m.LookbackRecords = f("lookback_records_read_total", "Source records read by look-backs, every pass counted.")
+	m.LookbackDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "lookback_duration_seconds",
+		Help: "From reading a watch entry to the commit of its context document.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
+	reg.MustRegister(m.Lookbacks, m.LookbackRecords, m.LookbackDuration)
+	for _, outcome := range []string{"written", "failed", "bad_entry", "ended", "other_key"} {
+		m.Lookbacks.WithLabelValues(outcome)
+	}
 	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted, m.SessionRecreations, ready)
 	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,
 		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.Lag)
