@@ -20,7 +20,7 @@ func companionCases(t testing.TB) []matchCase {
 	legacy := compact(t, readSample(t, "10_"))
 	const legacyID = "1c2a53d1-58cc-41b3-85b8-bd7565370e0d"
 
-	find := func(r *Rule, id string, index int) []refFinding { return []refFinding{{r.ID, id, index}} }
+	find := func(r *Rule, id string, index int) []refFinding { return []refFinding{{r.ID, id, index, ""}} }
 	elastic := find(ElasticQuarantineRule, quarantineEventID, 0)
 	attachFailed := find(QuarantineAttachFailedRule, quarantineEventID, 0)
 	detached := find(QuarantineDetachedRule, quarantineEventID, 0)

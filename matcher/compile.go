@@ -32,6 +32,9 @@ func compileRules(rules []*Rule) ([]compiledRule, [][]byte, error) {
 		if r == nil {
 			return nil, nil, errors.New("matcher: a nil rule")
 		}
+		if r.Watch != nil {
+			return nil, nil, fmt.Errorf("matcher: rule %q (%s) is a post-quarantine rule: it is on whenever a watchlist is set (Matcher.SetWatchlist), not in Config.Rules", r.Name, r.ID)
+		}
 		if r.ID == "" || r.Key == "" || r.Name == "" {
 			return nil, nil, fmt.Errorf("matcher: rule %q (%s): a rule needs an ID, a Key and a Name", r.Name, r.ID)
 		}

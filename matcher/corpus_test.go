@@ -138,7 +138,7 @@ func TestPublicCorpus(t *testing.T) {
 		json.Unmarshal(r.raw, &id)
 		var want []refFinding
 		if rule := corpusFindings[r.source]; rule != nil {
-			want = []refFinding{{rule.ID, id.EventID, 0}}
+			want = []refFinding{{rule.ID, id.EventID, 0, ""}}
 		}
 		for _, shape := range corpusShapes {
 			value := shape.wrap(r.raw)

@@ -45,9 +45,9 @@ func TestLimits(t *testing.T) {
 		// Each document is counted alone: a batch of records carried as
 		// strings holds more than one record may.
 		{"every log event at the limit", gz(cloudWatchPayload(members(200), members(200), members(200))), []refFinding{
-			{ElasticQuarantineRule.ID, quarantineEventID, 0}, {ElasticQuarantineRule.ID, quarantineEventID, 1}, {ElasticQuarantineRule.ID, quarantineEventID, 2}}, nil},
+			{ElasticQuarantineRule.ID, quarantineEventID, 0, ""}, {ElasticQuarantineRule.ID, quarantineEventID, 1, ""}, {ElasticQuarantineRule.ID, quarantineEventID, 2, ""}}, nil},
 		{"one log event past the limit", gz(cloudWatchPayload(members(200), members(201), members(200))), []refFinding{
-			{ElasticQuarantineRule.ID, quarantineEventID, 0}, {ElasticQuarantineRule.ID, quarantineEventID, 2}}, ErrTooComplex},
+			{ElasticQuarantineRule.ID, quarantineEventID, 0, ""}, {ElasticQuarantineRule.ID, quarantineEventID, 2, ""}}, ErrTooComplex},
 		{"the batch past the limit", s3Object(members(150), members(150)), nil, ErrTooComplex},
 	} {
 		t.Run(c.name, func(t *testing.T) {

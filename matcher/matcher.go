@@ -33,6 +33,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"sync/atomic"
 )
 
 // Defaults for Config. The limits on a JSON document are far above what
@@ -74,8 +75,9 @@ type Config struct {
 	Validate bool
 }
 
-// Matcher holds the immutable configuration shared by all Scanners: the
-// rules as New compiled them.
+// Matcher holds the configuration shared by all Scanners: the rules as New
+// compiled them, immutable, and the current watchlist (SetWatchlist), which
+// each Match reads once through an atomic pointer.
 type Matcher struct {
 	rules    []*Rule
 	compiled []compiledRule
@@ -87,6 +89,8 @@ type Matcher struct {
 	maxDecodedBytes int
 	limits          limits
 	validate        bool
+	// watch is the current watchlist with its prefilter; nil for none.
+	watch atomic.Pointer[watchState]
 }
 
 // New validates cfg and compiles the rules: everything the evaluation
@@ -115,7 +119,7 @@ func New(cfg Config) (*Matcher, error) {
 	if m.compiled, m.markers, err = compileRules(m.rules); err != nil {
 		return nil, err
 	}
-	m.prefilter = newPrefilter(m.markers)
+	m.prefilter = newPrefilter(m.markers, nil)
 	for _, l := range []struct {
 		name     string
 		v, limit int

@@ -115,7 +115,7 @@ type matchCase struct {
 }
 
 func one(index int) []refFinding {
-	return []refFinding{{ElasticQuarantineRule.ID, quarantineEventID, index}}
+	return []refFinding{{ElasticQuarantineRule.ID, quarantineEventID, index, ""}}
 }
 
 func matchCases(t testing.TB) []matchCase {
@@ -143,7 +143,7 @@ func matchCases(t testing.TB) []matchCase {
 		{name: "V3", value: quarantine(t, "QuarantineV2", "QuarantineV3"), want: one(0)},
 		{name: "V4", value: quarantine(t, "QuarantineV2", "QuarantineV4"), want: one(0)},
 		{name: "S3 object, two of three match", value: s3Object(q, other, second), want: []refFinding{
-			{ElasticQuarantineRule.ID, quarantineEventID, 0}, {ElasticQuarantineRule.ID, "11111111-2222-4333-8444-555555555555", 2}}},
+			{ElasticQuarantineRule.ID, quarantineEventID, 0, ""}, {ElasticQuarantineRule.ID, "11111111-2222-4333-8444-555555555555", 2, ""}}},
 		{name: "EventBridge", value: eventBridge(q), want: one(0)},
 		{name: "CloudWatch gzip", value: gz(cloudWatchPayload(other, q)), want: one(1)},
 		{name: "CloudWatch base64 of gzip", value: b64(gz(cloudWatchPayload(q))), want: one(0)},
@@ -215,7 +215,11 @@ func matchCases(t testing.TB) []matchCase {
 func findingsOf(res Result) []refFinding {
 	var out []refFinding
 	for _, f := range res.Findings {
-		out = append(out, refFinding{f.Rule.ID, f.Event.EventID, f.Index})
+		watch := ""
+		if f.Watch != nil {
+			watch = f.Watch.Account + "/" + strings.ToLower(f.Watch.UserName)
+		}
+		out = append(out, refFinding{f.Rule.ID, f.Event.EventID, f.Index, watch})
 	}
 	return out
 }

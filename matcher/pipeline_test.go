@@ -26,7 +26,7 @@ func TestElasticPipeline(t *testing.T) {
 	const rp = `"{userName=test-user, policyArn=arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2}"`
 	const ecsID = `"event.id":"` + quarantineEventID + `"`
 	elastic := one(0)
-	failed := []refFinding{{QuarantineAttachFailedRule.ID, quarantineEventID, 0}}
+	failed := []refFinding{{QuarantineAttachFailedRule.ID, quarantineEventID, 0, ""}}
 	for _, c := range []struct {
 		name  string
 		value []byte
@@ -175,7 +175,7 @@ func TestECSPastTheCache(t *testing.T) {
 	doc := func(last string) []byte {
 		return []byte(`{"event.dataset":"aws.cloudtrail","event.id":"e",` + rp + `,"event":[` + filler + last + `]}`)
 	}
-	elastic := []refFinding{{ElasticQuarantineRule.ID, "e", 0}}
+	elastic := []refFinding{{ElasticQuarantineRule.ID, "e", 0, ""}}
 	for _, c := range []struct {
 		name  string
 		value []byte

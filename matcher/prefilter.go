@@ -113,12 +113,15 @@ type prefilter struct {
 	groups []pairSet
 	// suspect is the set S of the argument above.
 	suspect [128]bool
+	// watch, when set, is searched too: the values of "userName" members
+	// (watch.go, which extends the argument above to it).
+	watch *Watchlist
 }
 
 // newPrefilter derives the prefilter of a set of markers, which
-// checkMarker has accepted.
-func newPrefilter(markers [][]byte) prefilter {
-	var p prefilter
+// checkMarker has accepted, and of a watchlist, nil for none.
+func newPrefilter(markers [][]byte, watch *Watchlist) prefilter {
+	p := prefilter{watch: watch}
 	for _, m := range markers {
 		dup := false
 		for _, have := range p.markers {
@@ -141,6 +144,17 @@ func newPrefilter(markers [][]byte) prefilter {
 			anchors = append(anchors, a)
 		}
 	}
+	if watch != nil {
+		for _, c := range []byte(watchSuspect) {
+			p.suspect[c] = true
+		}
+		for c, in := range watch.alphabet {
+			p.suspect[c] = p.suspect[c] || in
+		}
+		if a := [2]byte{watchKey[watchAnchorAt], watchKey[watchAnchorAt+1]}; !slices.Contains(anchors, a) {
+			anchors = append(anchors, a)
+		}
+	}
 	for len(anchors) > 0 {
 		var g pairSet
 		n := min(len(anchors), len(g.first))
@@ -156,7 +170,8 @@ func newPrefilter(markers [][]byte) prefilter {
 
 // mayMatch reports whether the JSON text b can hold a matching event, or a
 // compressed payload that can: whether it contains a marker, a suspect
-// escape or "H4sI". See the soundness argument above. One pass per group of
+// escape or "H4sI", or, with a watchlist, a "userName" whose value is
+// watched (watch.go). See the soundness argument above. One pass per group of
 // anchors finds every anchor pair; each hit is checked in full.
 func (p *prefilter) mayMatch(b []byte) bool {
 	for g := range p.groups {
@@ -183,6 +198,9 @@ func (p *prefilter) matchesAt(b []byte, i int) bool {
 	case b[i] == 'H' && b[i+1] == '4':
 		return bytes.HasPrefix(b[i:], base64Gzip)
 	}
+	if p.watch != nil && b[i] == watchKey[watchAnchorAt] && b[i+1] == watchKey[watchAnchorAt+1] && p.watch.watchValueAt(b, i-watchAnchorAt) {
+		return true
+	}
 	for k := range p.markers {
 		ms := &p.markers[k]
 		start := i - ms.before
@@ -201,7 +219,7 @@ func (p *prefilter) mayMatchSlow(b []byte) bool {
 			return true
 		}
 	}
-	return p.hasSuspectEscape(b) || bytes.Contains(b, base64Gzip)
+	return p.hasSuspectEscape(b) || bytes.Contains(b, base64Gzip) || p.watch != nil && p.watch.watchSlow(b)
 }
 
 // hasSuspectEscape reports whether some `\u` in b, wherever it starts, is

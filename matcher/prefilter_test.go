@@ -29,7 +29,7 @@ func TestMayMatch(t *testing.T) {
 		{"base64 of gzip", `{"awslogs":{"data":"H4sIAAAAAAAA"}}`, true},
 		{"base64 of gzip, escaped", `{"awslogs":{"data":"\u00484sIAAAAAAAA"}}`, true},
 	} {
-		p := newPrefilter([][]byte{[]byte(quarantineMarker)})
+		p := newPrefilter([][]byte{[]byte(quarantineMarker)}, nil)
 		if got := p.mayMatchSlow([]byte(c.text)); got != c.want {
 			t.Errorf("%s: mayMatchSlow(%s) = %v, want %v", c.name, c.text, got, c.want)
 		}
@@ -50,10 +50,10 @@ func FuzzPrefilter(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	one := newPrefilter([][]byte{[]byte(quarantineMarker)})
-	all := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker)})
+	one := newPrefilter([][]byte{[]byte(quarantineMarker)}, nil)
+	all := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker)}, nil)
 	// Three markers need two groups of anchors, two passes.
-	three := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker), []byte("ZeroTrustBoundary-Jx")})
+	three := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker), []byte("ZeroTrustBoundary-Jx")}, nil)
 	if len(three.groups) != 2 {
 		f.Fatalf("three markers: %d groups of anchors, want 2", len(three.groups))
 	}
@@ -69,7 +69,7 @@ func FuzzPrefilter(f *testing.F) {
 // TestIndexPairAgainstScalar puts each pair at every position of buffers of
 // every length around the 32-byte blocks, including the last byte.
 func TestIndexPairAgainstScalar(t *testing.T) {
-	p := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker)})
+	p := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker)}, nil)
 	pairs := &p.groups[0]
 	scalar := func(b []byte) int {
 		for i := 0; i+1 < len(b); i++ {
@@ -108,7 +108,7 @@ func TestIndexPairAgainstScalar(t *testing.T) {
 
 func BenchmarkPrefilter(b *testing.B) {
 	rec := []byte(`{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","principalId":"AROAQH3EXAMPLE:user","arn":"arn:aws:sts::123456789012:assumed-role/Admin/user","accountId":"123456789012","accessKeyId":"ASIAQHEXAMPLEKEY"},"eventTime":"2024-11-01T00:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64 HTTP/1.1","requestParameters":{"instancesSet":{},"filterSet":{"items":[{"name":"tag:Name","valueSet":{"items":[{"value":"web\u003dprod"}]}}]}},"responseElements":null,"requestID":"3f1c2f9e-7d3a-4c39-9d0b-2d1b2f0c9e11","eventID":"9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d","readOnly":true,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}`)
-	p := newPrefilter([][]byte{[]byte(quarantineMarker)})
+	p := newPrefilter([][]byte{[]byte(quarantineMarker)}, nil)
 	// The look-back's identity filter on the same record, for a user name
 	// and for the name with four keys.
 	name, err := NewIdentityFilter([]string{"ledger-sync"})

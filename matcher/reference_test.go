@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -21,6 +22,9 @@ type refFinding struct {
 	RuleID  string
 	EventID string
 	Index   int
+	// Watch names the watch entry of a post-quarantine finding
+	// ("account/lowercase user"), "" for the other rules.
+	Watch string
 }
 
 // reference is the obviously correct evaluator the fast path is checked
@@ -37,6 +41,7 @@ type refFinding struct {
 func reference(value []byte, m *Matcher) (found []refFinding, malformed bool) {
 	rules := m.rules
 	lim := m.limits
+	watched := refWatchEntries(m)
 	if len(value) > m.maxValueBytes {
 		return nil, true
 	}
@@ -70,9 +75,10 @@ func reference(value []byte, m *Matcher) (found []refFinding, malformed bool) {
 		for _, r := range rules {
 			if refRecordRule(r.ID, rec) {
 				id, _ := rec.get("eventID").(string)
-				found = append(found, refFinding{r.ID, id, index})
+				found = append(found, refFinding{r.ID, id, index, ""})
 			}
 		}
+		found = append(found, refWatchFindings(rec, watched, index)...)
 	}
 	recordText := func(v any, index int) {
 		s, ok := v.(string)
@@ -142,7 +148,7 @@ func reference(value []byte, m *Matcher) (found []refFinding, malformed bool) {
 		for _, r := range rules {
 			if refECSRule(r.ID, top) {
 				id, _ := refECSString(top, "event.id")
-				found = append(found, refFinding{r.ID, id, 0})
+				found = append(found, refFinding{r.ID, id, 0, ""})
 			}
 		}
 	case top.has("message"):
@@ -694,4 +700,93 @@ func refECSRule(ruleID string, doc *refObj) bool {
 			(refECSContains(doc, "ZeroTrustBoundary-Jx") || refECSContains(doc, "DenyAll-Zq"))
 	}
 	panic("reference: no logic for rule " + ruleID)
+}
+
+// refWatchEntries is the watchlist m holds, as configuration: the entries,
+// in the order the findings of one event come in (by account, then
+// lowercase user name), sorted here.
+func refWatchEntries(m *Matcher) []WatchEntry {
+	entries := m.Watchlist().Entries()
+	slices.SortFunc(entries, func(a, b WatchEntry) int {
+		if a.Account != b.Account {
+			return strings.Compare(a.Account, b.Account)
+		}
+		return strings.Compare(refASCIILower(a.UserName), refASCIILower(b.UserName))
+	})
+	return entries
+}
+
+// refASCIILower lowers A to Z alone: IAM names are ASCII and compare
+// without regard to case, and no other character is folded.
+func refASCIILower(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
+}
+
+// refWatchFindings is the post-quarantine rules on one decoded record, from
+// issue 13's definitions, literally: for each watched user U of account A
+// whose window (OpenedAt, Until] holds the record's eventTime, U is the
+// actor when userIdentity, or its sessionContext.sessionIssuer, is an
+// IAMUser with userName U and accountId A; the call is on U when
+// requestParameters.userName is U and recipientAccountId is A. A failed
+// call is never a finding; the quarantine removed (DetachUserPolicy of a
+// quarantine policy, DeleteUserPolicy, on U, in IAM) is defense evasion; a
+// key or login profile created or a password changed in IAM, for or by U,
+// is persistence; any other call by U is activity.
+func refWatchFindings(rec *refObj, entries []WatchEntry, index int) []refFinding {
+	var out []refFinding
+	if len(entries) == 0 {
+		return nil
+	}
+	at, err := time.Parse(time.RFC3339, refStr(rec.get("eventTime")))
+	if err != nil {
+		return nil
+	}
+	name := refStr(rec.get("eventName"))
+	iam := refStr(rec.get("eventSource")) == "iam.amazonaws.com"
+	params, _ := rec.get("requestParameters").(*refObj)
+	isUser := func(identity any, e WatchEntry) bool {
+		o, ok := identity.(*refObj)
+		return ok && refStr(o.get("type")) == "IAMUser" && refStr(o.get("accountId")) == e.Account &&
+			refASCIILower(refStr(o.get("userName"))) == refASCIILower(e.UserName)
+	}
+	for _, e := range entries {
+		if !at.After(e.OpenedAt) || at.After(e.Until) {
+			continue
+		}
+		identity, _ := rec.get("userIdentity").(*refObj)
+		var issuer any
+		if sc, ok := identity.get("sessionContext").(*refObj); ok {
+			issuer = sc.get("sessionIssuer")
+		}
+		actor := isUser(identity, e) || isUser(issuer, e)
+		userParam, isString := params.get("userName").(string)
+		target := isString && refASCIILower(userParam) == refASCIILower(e.UserName) && refStr(rec.get("recipientAccountId")) == e.Account
+		if refOutcome(rec) != "success" || !actor && !target {
+			continue
+		}
+		var rule *Rule
+		switch {
+		case target && iam && (name == "DetachUserPolicy" && strings.Contains(refStr(params.get("policyArn")), "AWSCompromisedKeyQuarantine") || name == "DeleteUserPolicy"):
+			rule = PostQuarantineDefenseEvasionRule
+		case iam && (name == "CreateAccessKey" || name == "CreateLoginProfile" || name == "UpdateLoginProfile"):
+			rule = PostQuarantinePersistenceRule
+		case actor:
+			rule = PostQuarantineActivityRule
+		default:
+			continue
+		}
+		out = append(out, refFinding{rule.ID, refStr(rec.get("eventID")), index, e.Account + "/" + refASCIILower(e.UserName)})
+	}
+	return out
+}
+
+// refStr is v when it is a string, else "".
+func refStr(v any) string {
+	s, _ := v.(string)
+	return s
 }

@@ -51,6 +51,11 @@ type Rule struct {
 	Notes string
 	// Match is what the rule matches.
 	Match Match
+	// Watch, set on the post-quarantine rules alone, is what the rule
+	// matches among the events of a watched user (watch.go); such a rule
+	// has no Match, is never in Config.Rules and is evaluated whenever a
+	// watchlist is set (Matcher.SetWatchlist).
+	Watch *WatchMatch
 }
 
 // Match is what a rule matches, in the terms of Elastic's CloudTrail
@@ -100,12 +105,18 @@ var (
 	tacticCredentialAccess = Threat{ID: "TA0006", Name: "Credential Access", Reference: "https://attack.mitre.org/tactics/TA0006/"}
 	tacticInitialAccess    = Threat{ID: "TA0001", Name: "Initial Access", Reference: "https://attack.mitre.org/tactics/TA0001/"}
 	tacticDefenseEvasion   = Threat{ID: "TA0005", Name: "Defense Evasion", Reference: "https://attack.mitre.org/tactics/TA0005/"}
+	tacticPersistence      = Threat{ID: "TA0003", Name: "Persistence", Reference: "https://attack.mitre.org/tactics/TA0003/"}
 
 	techniqueUnsecuredCredentials = Technique{Threat: Threat{ID: "T1552", Name: "Unsecured Credentials", Reference: "https://attack.mitre.org/techniques/T1552/"}}
 	techniqueImpairDefenses       = Technique{Threat: Threat{ID: "T1562", Name: "Impair Defenses", Reference: "https://attack.mitre.org/techniques/T1562/"}}
 	techniqueCloudAccounts        = Technique{
 		Threat:        Threat{ID: "T1078", Name: "Valid Accounts", Reference: "https://attack.mitre.org/techniques/T1078/"},
 		Subtechniques: []Threat{{ID: "T1078.004", Name: "Cloud Accounts", Reference: "https://attack.mitre.org/techniques/T1078/004/"}},
+	}
+
+	techniqueAdditionalCloudCredentials = Technique{
+		Threat:        Threat{ID: "T1098", Name: "Account Manipulation", Reference: "https://attack.mitre.org/techniques/T1098/"},
+		Subtechniques: []Threat{{ID: "T1098.001", Name: "Additional Cloud Credentials", Reference: "https://attack.mitre.org/techniques/T1098/001/"}},
 	}
 
 	// credentialAccess is T1552 Unsecured Credentials under TA0006.
@@ -308,3 +319,147 @@ func ruleKeys() string {
 	}
 	return strings.Join(keys, ", ")
 }
+
+// WatchMatch is what a post-quarantine rule matches among the events of a
+// watched user U (a WatchEntry): the event is in the entry's window, has
+// Outcome, and one of Clauses holds. Which events are U's, and the window,
+// are watch.go's business; a rule only says what it wants of them.
+type WatchMatch struct {
+	// Outcome is OutcomeSuccess for every post-quarantine rule: a call that
+	// failed changed nothing (the quarantine policy doing its job is a
+	// denied call), so it is counted in the case's context, not alerted on.
+	Outcome string
+	Clauses []WatchClause
+}
+
+// WatchClause is one way an event of U matches: U's part in it, its event
+// source and names, and a marker its policy ARN must hold.
+type WatchClause struct {
+	// As is U's part: WatchActor (U made the call), WatchTarget (the call
+	// acts on U: IAM's requestParameters.userName) or WatchEither.
+	As string
+	// EventSource, when set, must equal eventSource.
+	EventSource string
+	// Actions, when set, are the event names accepted (case-sensitive);
+	// nil accepts any.
+	Actions []string
+	// PolicyARNMarker, when set, must be in requestParameters.policyArn
+	// (case-sensitive).
+	PolicyARNMarker string
+}
+
+// Values of WatchClause.As.
+const (
+	WatchActor  = "actor"
+	WatchTarget = "target"
+	WatchEither = "either"
+)
+
+// iamSource is the eventSource of IAM's API.
+const iamSource = "iam.amazonaws.com"
+
+// The post-quarantine rules: what a quarantined user does, or what is done
+// to it, in the watch after the quarantine (--watch-for). They are on
+// whenever a watchlist is set, never in Config.Rules, and tried in the order
+// of PostQuarantineRules: an event gives one finding per watch entry, the
+// first rule that matches, so that a detach by the user itself is reported
+// as the detach and not also as activity. Their ids never change. Severities
+// follow what the event means for the exposed credential: the quarantine
+// gone is the credential fully usable again (critical, as attach-failed); a
+// new credential survives the rotation of the exposed one (high, as the
+// Elastic rule); any other successful call is the exposed credential, or a
+// session it opened, still in use within what the quarantine allows
+// (medium: the policy denies the dangerous calls, but someone holds the key).
+var (
+	// PostQuarantineDefenseEvasionRule: the quarantine policy detached from
+	// the user, or an inline policy of the user deleted (the legacy
+	// quarantine was an inline policy, and a Deny written by a responder is
+	// one too), by anyone.
+	PostQuarantineDefenseEvasionRule = &Rule{
+		ID:      "4fa36cd2-2037-4749-98fb-f038ad0d03f5",
+		Key:     "post-quarantine-defense-evasion",
+		Version: "1",
+		Name:    "AWS IAM Quarantine Removed from a Watched User",
+		Description: "Within the watch after AWS quarantined an IAM user, the AWSCompromisedKeyQuarantine policy was detached " +
+			"from the user, or an inline policy of the user was deleted. The exposed access key gets back the permissions the " +
+			"quarantine denied.",
+		Severity:  "critical",
+		RiskScore: 99,
+		Ruleset:   "quarantine-watch",
+		References: []string{
+			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
+		},
+		// T1562 Impair Defenses under Defense Evasion, as the detached
+		// rule: the quarantine is the defense removed.
+		Threats: []ThreatMapping{{Tactic: tacticDefenseEvasion, Techniques: []Technique{techniqueImpairDefenses}}},
+		Notes: "Re-attach the quarantine policy and deactivate the user's access keys now. If the caller is not a " +
+			"responder who closed the case, treat the caller's credentials as compromised too.",
+		Watch: &WatchMatch{
+			Outcome: OutcomeSuccess,
+			Clauses: []WatchClause{
+				{As: WatchTarget, EventSource: iamSource, Actions: []string{"DetachUserPolicy"}, PolicyARNMarker: quarantineMarker},
+				{As: WatchTarget, EventSource: iamSource, Actions: []string{"DeleteUserPolicy"}},
+			},
+		},
+	}
+
+	// PostQuarantinePersistenceRule: a new access key or console password
+	// for the user (by anyone), or made by the user (for anyone): a
+	// credential that survives the rotation of the exposed key.
+	PostQuarantinePersistenceRule = &Rule{
+		ID:      "5f65c987-11ee-4c03-9b3d-8cd6983599d9",
+		Key:     "post-quarantine-persistence",
+		Version: "1",
+		Name:    "AWS IAM Credential Created For or By a Watched User",
+		Description: "Within the watch after AWS quarantined an IAM user, an access key or a login profile was created or a " +
+			"password changed for the user, or by the user: a credential that outlives the exposed key.",
+		Severity:  "high",
+		RiskScore: 73,
+		Ruleset:   "quarantine-watch",
+		References: []string{
+			"https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html",
+			"https://attack.mitre.org/techniques/T1098/001/",
+		},
+		// T1098.001 Additional Cloud Credentials under Persistence: the
+		// sub-technique names exactly these calls.
+		Threats: []ThreatMapping{{Tactic: tacticPersistence, Techniques: []Technique{techniqueAdditionalCloudCredentials}}},
+		Notes: "Delete the new key or login profile unless a responder made it as part of the case; list the user's keys " +
+			"(aws iam list-access-keys) and review the caller.",
+		Watch: &WatchMatch{
+			Outcome: OutcomeSuccess,
+			Clauses: []WatchClause{
+				{As: WatchEither, EventSource: iamSource, Actions: []string{"CreateAccessKey", "CreateLoginProfile", "UpdateLoginProfile"}},
+			},
+		},
+	}
+
+	// PostQuarantineActivityRule: any other successful call the user made
+	// (as itself or through a session it opened).
+	PostQuarantineActivityRule = &Rule{
+		ID:      "fa33cc09-e802-4dfd-83db-cf6a9e763cc3",
+		Key:     "post-quarantine-activity",
+		Version: "1",
+		Name:    "AWS API Call Succeeded for a Quarantined IAM User",
+		Description: "Within the watch after AWS quarantined an IAM user, a call made by the user, or by a session the user " +
+			"opened, succeeded: the exposed credential is still in use, within what the quarantine policy allows.",
+		Severity:  "medium",
+		RiskScore: 47,
+		Ruleset:   "quarantine-watch",
+		References: []string{
+			"https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCompromisedKeyQuarantineV3.html",
+		},
+		// T1078.004 Valid Accounts: Cloud Accounts under Initial Access,
+		// as the Elastic rule maps the exposed key's use.
+		Threats: []ThreatMapping{{Tactic: tacticInitialAccess, Techniques: []Technique{techniqueCloudAccounts}}},
+		Notes: "Deactivate the user's access keys if the support case allows, and check the source IP address and user " +
+			"agent against the user's usual ones in the case's context document.",
+		Watch: &WatchMatch{
+			Outcome: OutcomeSuccess,
+			Clauses: []WatchClause{{As: WatchActor}},
+		},
+	}
+)
+
+// PostQuarantineRules are the rules evaluated on the events of watched
+// users, in the order they are tried.
+var PostQuarantineRules = []*Rule{PostQuarantineDefenseEvasionRule, PostQuarantinePersistenceRule, PostQuarantineActivityRule}

@@ -84,7 +84,7 @@ func TestRulesAreData(t *testing.T) {
 	zero := func(policy string) []byte {
 		return quarantine(t, "arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV2", "arn:aws:iam::123456789012:policy/"+policy)
 	}
-	want := []refFinding{{zeroTrustRule.ID, quarantineEventID, 0}}
+	want := []refFinding{{zeroTrustRule.ID, quarantineEventID, 0, ""}}
 	for _, c := range []struct {
 		name  string
 		value []byte

@@ -38,6 +38,9 @@ type Scanner struct {
 	// prefilter, and events are kept in cands instead of evaluated.
 	sel   *IdentityFilter
 	cands []Candidate
+	// ws is the Matcher's watchlist as it was when Match began, so that
+	// one value is prefiltered and evaluated with one list.
+	ws *watchState
 	// Scanners of one Pool are allocated together and each writes its own
 	// state for every record: the pad keeps two of them off one cache line.
 	_ cpu.CacheLinePad
@@ -62,6 +65,7 @@ func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
 	res = Result{Findings: dst[:0]}
 	s.screened = false
 	s.arena.reset()
+	s.ws = s.m.watch.Load()
 	// A bug here must not take the service down with it: the value is
 	// reported as the matcher's fault and goes to the dead-letter topic.
 	defer func() {
@@ -158,7 +162,11 @@ func (s *Scanner) skip(text []byte) bool {
 		s.screened = !s.sel.MayContain(text)
 		return s.screened
 	}
-	if s.m.validate || s.m.prefilter.mayMatch(text) {
+	p := &s.m.prefilter
+	if s.ws != nil {
+		p = &s.ws.prefilter
+	}
+	if s.m.validate || p.mayMatch(text) {
 		return false
 	}
 	s.screened = true
@@ -365,6 +373,9 @@ func (s *Scanner) evalFields(f fields, index int, res *Result) {
 		if found&c.markers != 0 {
 			res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: recordEvent(r, outcome), Shape: res.Shape, Index: index})
 		}
+	}
+	if s.ws != nil {
+		s.evalWatch(f, r, name, outcome, index, res)
 	}
 }
 

@@ -120,4 +120,8 @@ type Finding struct {
 	// Index is the position of the event inside the record value
 	// (0 for single-event shapes), so findings are ordered and addressable.
 	Index int
+	// Watch is the watch entry a post-quarantine rule's finding is about
+	// (Rule.Watch is set); nil for every other rule. It points into the
+	// Watchlist, which is immutable: the caller must not write it.
+	Watch *WatchEntry
 }

@@ -1,0 +1,316 @@
+package matcher
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
+)
+
+var watchOpened = time.Date(2024, 11, 2, 12, 0, 0, 0, time.UTC)
+
+func mustWatchlist(t testing.TB, entries ...WatchEntry) *Watchlist {
+	t.Helper()
+	w, err := NewWatchlist(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// watchFor is a 72-hour watch opened at watchOpened.
+func watchFor(account, user string) WatchEntry {
+	return WatchEntry{Account: account, UserName: user, OpenedAt: watchOpened, Until: watchOpened.Add(72 * time.Hour), AlertID: "alert-" + user}
+}
+
+func TestNewWatchlist(t *testing.T) {
+	ok := watchFor("123456789012", "alice")
+	for _, c := range []struct {
+		name    string
+		entries []WatchEntry
+		err     bool
+	}{
+		{"none", nil, false},
+		{"one", []WatchEntry{ok}, false},
+		{"IAM's whole alphabet", []WatchEntry{watchFor("123456789012", "a+b=c,d.e@f_g-h0")}, false},
+		{"64 characters", []WatchEntry{watchFor("123456789012", strings.Repeat("x", 64))}, false},
+		{"65 characters", []WatchEntry{watchFor("123456789012", strings.Repeat("x", 65))}, true},
+		{"empty name", []WatchEntry{watchFor("123456789012", "")}, true},
+		{"a slash", []WatchEntry{watchFor("123456789012", "a/b")}, true},
+		{"a quote", []WatchEntry{watchFor("123456789012", `a"b`)}, true},
+		{"a space", []WatchEntry{watchFor("123456789012", "a b")}, true},
+		{"non-ASCII", []WatchEntry{watchFor("123456789012", "caf\u00e9")}, true},
+		{"account of 11 digits", []WatchEntry{watchFor("12345678901", "alice")}, true},
+		{"account with a letter", []WatchEntry{watchFor("12345678901a", "alice")}, true},
+		{"empty window", []WatchEntry{{Account: "123456789012", UserName: "alice", OpenedAt: watchOpened, Until: watchOpened}}, true},
+		{"no opening time", []WatchEntry{{Account: "123456789012", UserName: "alice", Until: watchOpened}}, true},
+		{"the same user twice, another case", []WatchEntry{ok, watchFor("123456789012", "ALICE")}, true},
+		{"the same name in two accounts", []WatchEntry{ok, watchFor("210987654321", "alice")}, false},
+	} {
+		w, err := NewWatchlist(c.entries)
+		if (err != nil) != c.err || err != nil && !errors.Is(err, ErrBadWatchEntry) {
+			t.Errorf("%s: NewWatchlist: %v, want error %v", c.name, err, c.err)
+			continue
+		}
+		if err == nil && w.Len() != len(c.entries) {
+			t.Errorf("%s: Len %d, want %d", c.name, w.Len(), len(c.entries))
+		}
+	}
+}
+
+// watchRecord writes a CloudTrail record; identity and params are JSON
+// text ("" leaves them out).
+func watchRecord(id, at, source, name, identity, params, recipient, errorCode string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"eventVersion":"1.09","eventTime":%q,"eventSource":%q,"eventName":%q,"eventID":%q,"recipientAccountId":%q`, at, source, name, id, recipient)
+	if identity != "" {
+		b.WriteString(`,"userIdentity":` + identity)
+	}
+	if params != "" {
+		b.WriteString(`,"requestParameters":` + params)
+	}
+	if errorCode != "" {
+		fmt.Fprintf(&b, `,"errorCode":%q,"errorMessage":"denied"`, errorCode)
+	}
+	b.WriteString("}")
+	return []byte(b.String())
+}
+
+func iamUser(account, user string) string {
+	return fmt.Sprintf(`{"type":"IAMUser","principalId":"AIDA0EXAMPLE","arn":"arn:aws:iam::%s:user/%s","accountId":%q,"accessKeyId":"AKIA0EXAMPLE","userName":%q}`, account, user, account, user)
+}
+
+func TestWatch(t *testing.T) {
+	const acct, other = "123456789012", "210987654321"
+	alice, bob := watchFor(acct, "Alice"), watchFor(acct, "bob")
+	in, before, after := "2024-11-02T13:00:00Z", "2024-11-02T11:59:59Z", "2024-11-05T12:00:01Z"
+	admin := iamUser(acct, "ops-admin")
+	fed := `{"type":"FederatedUser","arn":"arn:aws:sts::123456789012:federated-user/tmp","accountId":"123456789012","sessionContext":{"sessionIssuer":{"type":"IAMUser","arn":"arn:aws:iam::123456789012:user/alice","accountId":"123456789012","userName":"alice"}}}`
+	role := `{"type":"AssumedRole","accountId":"123456789012","sessionContext":{"sessionIssuer":{"type":"Role","arn":"arn:aws:iam::123456789012:role/alice","accountId":"123456789012","userName":"alice"}}}`
+	quarantineARN := `"policyArn":"arn:aws:iam::aws:policy/AWSCompromisedKeyQuarantineV3"`
+	type want struct {
+		rule  string // its Key
+		entry string
+	}
+	evasion, persistence, activity := PostQuarantineDefenseEvasionRule.Key, PostQuarantinePersistenceRule.Key, PostQuarantineActivityRule.Key
+	for _, c := range []struct {
+		name  string
+		value []byte
+		want  []want
+	}{
+		{"a call by the user", watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, ""), []want{{activity, "alice"}}},
+		{"the user's name in another case", watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "ALICE"), "", acct, ""), []want{{activity, "alice"}}},
+		{"the name escaped", []byte(strings.Replace(string(watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, "")), `"userName":"alice"`, `"userName":"\u0061lice"`, 1)), []want{{activity, "alice"}}},
+		{"the key escaped", []byte(strings.Replace(string(watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, "")), `"userName"`, `"user\u004eame"`, 1)), []want{{activity, "alice"}}},
+		{"the record in an Agent message", agentEvent(watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, "")), []want{{activity, "alice"}}},
+		{"the record gzipped", gz(watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, "")), []want{{activity, "alice"}}},
+		{"a call that failed", watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, "AccessDenied"), nil},
+		{"before the window", watchRecord("e", before, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, ""), nil},
+		{"at the opening (the quarantine itself)", watchRecord("e", "2024-11-02T12:00:00Z", "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, ""), nil},
+		{"at the window's end", watchRecord("e", "2024-11-05T12:00:00Z", "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, ""), []want{{activity, "alice"}}},
+		{"after the window", watchRecord("e", after, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, ""), nil},
+		{"an eventTime that does not parse", watchRecord("e", "yesterday", "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, ""), nil},
+		{"the name in another account", watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(other, "alice"), "", other, ""), nil},
+		{"a longer name", watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice2"), "", acct, ""), nil},
+		{"a session the user opened", watchRecord("e", in, "ec2.amazonaws.com", "RunInstances", fed, "", acct, ""), []want{{activity, "alice"}}},
+		{"a role named like the user", watchRecord("e", in, "ec2.amazonaws.com", "RunInstances", role, "", acct, ""), nil},
+		{"the quarantine detached by an admin", watchRecord("e", in, iamSource, "DetachUserPolicy", admin, `{"userName":"alice",`+quarantineARN+`}`, acct, ""), []want{{evasion, "alice"}}},
+		{"the quarantine detached by the user", watchRecord("e", in, iamSource, "DetachUserPolicy", iamUser(acct, "alice"), `{"userName":"alice",`+quarantineARN+`}`, acct, ""), []want{{evasion, "alice"}}},
+		{"the detach denied", watchRecord("e", in, iamSource, "DetachUserPolicy", iamUser(acct, "alice"), `{"userName":"alice",`+quarantineARN+`}`, acct, "AccessDenied"), nil},
+		{"another policy detached by an admin", watchRecord("e", in, iamSource, "DetachUserPolicy", admin, `{"userName":"alice","policyArn":"arn:aws:iam::aws:policy/ReadOnlyAccess"}`, acct, ""), nil},
+		{"an inline policy deleted", watchRecord("e", in, iamSource, "DeleteUserPolicy", admin, `{"userName":"alice","policyName":"deny-all"}`, acct, ""), []want{{evasion, "alice"}}},
+		{"the user deletes another user's inline policy", watchRecord("e", in, iamSource, "DeleteUserPolicy", iamUser(acct, "alice"), `{"userName":"carol","policyName":"p"}`, acct, ""), []want{{activity, "alice"}}},
+		{"the user detaches the quarantine from another user", watchRecord("e", in, iamSource, "DetachUserPolicy", iamUser(acct, "alice"), `{"userName":"carol",`+quarantineARN+`}`, acct, ""), []want{{activity, "alice"}}},
+		{"a key created for the user", watchRecord("e", in, iamSource, "CreateAccessKey", admin, `{"userName":"ALICE"}`, acct, ""), []want{{persistence, "alice"}}},
+		{"a key the user created for itself", watchRecord("e", in, iamSource, "CreateAccessKey", iamUser(acct, "alice"), "", acct, ""), []want{{persistence, "alice"}}},
+		{"a login profile for the user", watchRecord("e", in, iamSource, "CreateLoginProfile", admin, `{"userName":"alice","passwordResetRequired":false}`, acct, ""), []want{{persistence, "alice"}}},
+		{"a password changed", watchRecord("e", in, iamSource, "UpdateLoginProfile", admin, `{"userName":"alice"}`, acct, ""), []want{{persistence, "alice"}}},
+		{"a key created for the user in another account", watchRecord("e", in, iamSource, "CreateAccessKey", iamUser(other, "ops"), `{"userName":"alice"}`, other, ""), nil},
+		{"userName of another service", watchRecord("e", in, "sso-directory.amazonaws.com", "CreateAccessKey", admin, `{"userName":"alice"}`, acct, ""), nil},
+		{"an admin reads the user's keys", watchRecord("e", in, iamSource, "ListAccessKeys", admin, `{"userName":"alice"}`, acct, ""), nil},
+		{"an admin deletes the user's key", watchRecord("e", in, iamSource, "DeleteAccessKey", admin, `{"userName":"alice","accessKeyId":"AKIA0EXAMPLE"}`, acct, ""), nil},
+		{"the user creates a key for another watched user", watchRecord("e", in, iamSource, "CreateAccessKey", iamUser(acct, "alice"), `{"userName":"bob"}`, acct, ""), []want{{persistence, "alice"}, {persistence, "bob"}}},
+		{"the user attaches a policy to another watched user", watchRecord("e", in, iamSource, "AttachUserPolicy", iamUser(acct, "bob"), `{"userName":"alice","policyArn":"arn:aws:iam::aws:policy/AdministratorAccess"}`, acct, ""), []want{{activity, "bob"}}},
+		{"an unwatched user", watchRecord("e", in, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "carol"), "", acct, ""), nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := mustNew(t, Config{})
+			m.SetWatchlist(mustWatchlist(t, alice, bob))
+			res := m.NewScanner().Match(c.value, nil)
+			if res.Err != nil {
+				t.Fatalf("error %v", res.Err)
+			}
+			var got []want
+			for _, f := range res.Findings {
+				if f.Watch == nil || f.Rule.Watch == nil {
+					t.Fatalf("finding of %s without a watch entry", f.Rule.Key)
+				}
+				got = append(got, want{f.Rule.Key, strings.ToLower(f.Watch.UserName)})
+			}
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("findings %v, want %v", got, c.want)
+			}
+			if ref, _ := reference(c.value, m); !slices.Equal(ref, findingsOf(res)) {
+				t.Fatalf("reference %v, fast path %v", ref, findingsOf(res))
+			}
+		})
+	}
+}
+
+// TestWatchPlantedCase watches the planted case's user from four and a half
+// hours before its quarantine, so that the window holds most of the plan,
+// and a decoy of the same name in another account, and checks the findings
+// against the plan in internal/cloudtrailgen/casefile.go, step by step, read
+// from it by hand (the offsets from the quarantine, the event names, and
+// which rule each must fire): the generator's own record of the plan is
+// not used.
+func TestWatchPlantedCase(t *testing.T) {
+	c := cloudtrailgen.PlantCase(cloudtrailgen.CaseConfig{Seed: 13, Noise: 3000})
+	q := c.QuarantineTime
+	user := WatchEntry{Account: cloudtrailgen.CaseAccount, UserName: cloudtrailgen.CaseUserName, OpenedAt: q.Add(-4*time.Hour - 30*time.Minute), Until: q.Add(72 * time.Hour)}
+	elsewhere := WatchEntry{Account: "444455556666", UserName: "Ledger-Sync", OpenedAt: user.OpenedAt, Until: user.Until}
+	decoy := WatchEntry{Account: cloudtrailgen.CaseAccount, UserName: "ledger-sync-old", OpenedAt: user.OpenedAt, Until: user.Until}
+	m := mustNew(t, Config{})
+	m.SetWatchlist(mustWatchlist(t, user, elsewhere, decoy))
+	type want struct {
+		off   time.Duration
+		name  string
+		rule  string
+		entry string
+	}
+	h, mi := time.Hour, time.Minute
+	const u, o, d = "123456789012/ledger-sync", "444455556666/ledger-sync", "123456789012/ledger-sync-old"
+	wants := []want{
+		{-4*h - 20*mi, "GetSecretValue", PostQuarantineActivityRule.Key, u}, // its 4h10 twin failed: no finding
+		{-4 * h, "CreateAccessKey", PostQuarantinePersistenceRule.Key, u},   // by ops-admin for the user
+		{-3*h - 50*mi, "CreateLoginProfile", PostQuarantinePersistenceRule.Key, u},
+		// -3h45 ListAccessKeys by ops-admin on the user: no rule.
+		{-3*h - 40*mi, "ListAttachedUserPolicies", PostQuarantineActivityRule.Key, u},
+		{-3*h - 30*mi, "GetFederationToken", PostQuarantineActivityRule.Key, u},
+		// -3h20 and -3h10: the federated session's issuer has no userName.
+		{-3 * h, "AttachUserPolicy", PostQuarantineActivityRule.Key, u}, // on the decoy: no rule for it
+		{-2*h - 30*mi, "DescribeRegions", PostQuarantineActivityRule.Key, u},
+		{-2*h - 10*mi, "ListBuckets", PostQuarantineActivityRule.Key, u},
+		{-2 * h, "ListBuckets", PostQuarantineActivityRule.Key, d},
+		{-1*h - 55*mi, "CreateAccessKey", PostQuarantinePersistenceRule.Key, d},
+		{-1*h - 50*mi, "ListBuckets", PostQuarantineActivityRule.Key, o},
+		{-1*h - 45*mi, "DeleteLoginProfile", PostQuarantineActivityRule.Key, o},
+		{-1 * h, "CreateAccessKey", PostQuarantinePersistenceRule.Key, u},
+		{10 * mi, "ListBuckets", PostQuarantineActivityRule.Key, u},
+	}
+	var got []want
+	elastic := 0
+	s := m.NewScanner()
+	for _, v := range c.Values {
+		res := s.Match(v, nil)
+		if res.Err != nil {
+			t.Fatalf("error %v", res.Err)
+		}
+		if ref, _ := reference(v, m); !slices.Equal(ref, findingsOf(res)) {
+			t.Fatalf("value %.200s: reference %v, fast path %v", v, ref, findingsOf(res))
+		}
+		for _, f := range res.Findings {
+			if f.Watch == nil {
+				elastic++
+				continue
+			}
+			at, err := time.Parse(time.RFC3339, f.Event.EventTime)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, want{at.Sub(q), f.Event.EventName, f.Rule.Key, f.Watch.Account + "/" + strings.ToLower(f.Watch.UserName)})
+		}
+	}
+	slices.SortStableFunc(got, func(a, b want) int { return int(a.off - b.off) })
+	if !slices.Equal(got, wants) {
+		t.Errorf("post-quarantine findings:\n got %v\nwant %v", got, wants)
+	}
+	if elastic != 1 {
+		t.Errorf("%d findings of the Elastic rule, want the quarantine's one", elastic)
+	}
+}
+
+// TestWatchOff: without a watchlist, or with an empty one, the same value
+// gives no post-quarantine finding, and SetWatchlist(nil) turns a watch off.
+func TestWatchOff(t *testing.T) {
+	v := watchRecord("e", "2024-11-02T13:00:00Z", "s3.amazonaws.com", "ListBuckets", iamUser("123456789012", "alice"), "", "123456789012", "")
+	m := mustNew(t, Config{})
+	s := m.NewScanner()
+	count := func() int { return len(s.Match(v, nil).Findings) }
+	if n := count(); n != 0 || m.Watchlist() != nil {
+		t.Fatalf("no watchlist: %d findings", n)
+	}
+	m.SetWatchlist(mustWatchlist(t, watchFor("123456789012", "alice")))
+	if n := count(); n != 1 {
+		t.Fatalf("watched: %d findings, want 1", n)
+	}
+	m.SetWatchlist(mustWatchlist(t))
+	if n := count(); n != 0 || m.Watchlist() != nil {
+		t.Fatalf("empty watchlist: %d findings", n)
+	}
+	m.SetWatchlist(mustWatchlist(t, watchFor("123456789012", "alice")))
+	m.SetWatchlist(nil)
+	if n := count(); n != 0 {
+		t.Fatalf("watch turned off: %d findings", n)
+	}
+}
+
+// TestPostQuarantineRulesNotConfigurable: the post-quarantine rules are on
+// with a watchlist; New refuses them in Config.Rules.
+func TestPostQuarantineRulesNotConfigurable(t *testing.T) {
+	for _, r := range PostQuarantineRules {
+		if _, err := New(Config{Rules: []*Rule{ElasticQuarantineRule, r}}); err == nil {
+			t.Errorf("New accepted %s in Config.Rules", r.Key)
+		}
+		if _, err := ParseRules(r.Key); err == nil {
+			t.Errorf("ParseRules accepted %s", r.Key)
+		}
+	}
+}
+
+// TestSetWatchlistWhileMatching swaps watchlists while a Pool matches (run
+// it with -race): every result is the one of the list before or after a
+// swap, never a mix, and never an error.
+func TestSetWatchlistWhileMatching(t *testing.T) {
+	m := mustNew(t, Config{})
+	v := watchRecord("e", "2024-11-02T13:00:00Z", "s3.amazonaws.com", "ListBuckets", iamUser("123456789012", "alice"), "", "123456789012", "")
+	values := make([][]byte, 512)
+	for i := range values {
+		values[i] = v
+	}
+	lists := []*Watchlist{mustWatchlist(t, watchFor("123456789012", "alice")), mustWatchlist(t, watchFor("123456789012", "bob")), nil}
+	p := m.NewPool(2)
+	results := make([]Result, len(values))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+				m.SetWatchlist(lists[i%len(lists)])
+			}
+		}
+	})
+	seen := map[int]int{}
+	for range 50 {
+		p.Match(values, results)
+		for _, r := range results {
+			if r.Err != nil || len(r.Findings) > 1 {
+				t.Fatalf("result %+v", r)
+			}
+			seen[len(r.Findings)]++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if seen[0] == 0 || seen[1] == 0 {
+		t.Logf("findings per value seen: %v (the swaps did not interleave with matching)", seen)
+	}
+}
