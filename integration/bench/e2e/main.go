@@ -73,6 +73,7 @@ type options struct {
 	qwBin          string
 	qwArgs         string
 	qwBArgs        string
+	qwBBin         string
 	qwEnv          string
 	qwBEnv         string
 	maxBatch       int
@@ -109,6 +110,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.contenders, "contenders", "ceiling,quarantine-watch,kafka-streams,naive", "contenders to run, in this order")
 	fs.StringVar(&o.qwBin, "quarantine-watch", "bin/quarantine-watch", "the quarantine-watch binary (make build)")
 	fs.StringVar(&o.qwArgs, "qw-args", "", "more arguments of quarantine-watch run, space-separated")
+	fs.StringVar(&o.qwBBin, "quarantine-watch-b", "", "the binary of the contender quarantine-watch-b (default: -quarantine-watch's): an A/B comparison of two builds in one run")
 	fs.StringVar(&o.qwBArgs, "qw-b-args", "", "arguments that the contender quarantine-watch-b adds to quarantine-watch's, space-separated: an A/B comparison in one run (-contenders ceiling,quarantine-watch,quarantine-watch-b)")
 	fs.StringVar(&o.qwEnv, "qw-env", "GOMEMLIMIT=230MiB", "environment variables of quarantine-watch, space-separated NAME=value (default: as deploy/kubernetes runs it under a 256Mi limit)")
 	fs.StringVar(&o.qwBEnv, "qw-b-env", "", "environment variables that quarantine-watch-b adds to quarantine-watch's")
@@ -206,7 +208,11 @@ var allContenders = []contender{
 	{
 		key: "quarantine-watch-b", label: "quarantine-watch run (B)", findings: true,
 		argv: func(b *bench, s spec) []string {
-			return append(qwArgv(b, s), strings.Fields(b.o.qwBArgs)...)
+			argv := append(qwArgv(b, s), strings.Fields(b.o.qwBArgs)...)
+			if b.o.qwBBin != "" {
+				argv[0] = b.o.qwBBin
+			}
+			return argv
 		},
 		outputs: func(s spec) []string { return []string{s.out, s.dlq} },
 		env: func(b *bench) []string {
@@ -297,6 +303,9 @@ func (b *bench) run(ctx context.Context) error {
 		c := allContenders[i]
 		if c.key == "quarantine-watch-b" {
 			c.label = strings.TrimSpace("quarantine-watch " + b.o.qwBArgs + " " + b.o.qwBEnv)
+			if b.o.qwBBin != "" {
+				c.label = strings.TrimSpace(b.o.qwBBin + " " + b.o.qwBArgs + " " + b.o.qwBEnv)
+			}
 		}
 		todo = append(todo, c)
 	}
@@ -305,6 +314,11 @@ func (b *bench) run(ctx context.Context) error {
 		case "quarantine-watch", "quarantine-watch-b":
 			if _, err := os.Stat(b.o.qwBin); err != nil {
 				return fmt.Errorf("-quarantine-watch: %w (make build)", err)
+			}
+			if c.key == "quarantine-watch-b" && b.o.qwBBin != "" {
+				if _, err := os.Stat(b.o.qwBBin); err != nil {
+					return fmt.Errorf("-quarantine-watch-b: %w", err)
+				}
 			}
 		case "kafka-streams":
 			if _, err := os.Stat(b.o.streamsJar); err != nil {

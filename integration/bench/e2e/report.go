@@ -1,6 +1,7 @@
 package main
 
 import (
+	"debug/buildinfo"
 	"fmt"
 	"io"
 	"os/exec"
@@ -64,7 +65,15 @@ func (b *bench) report(w io.Writer) {
 	}
 	fmt.Fprintf(w, "settings  %squarantine-watch run --max-batch %d --metrics-addr \"\" --log-format json%s, other flags default (--workers 0: one per CPU);\n", suffixSpace(o.qwEnv), o.maxBatch, prefixSpace(o.qwArgs))
 	if strings.Contains(o.contenders, "quarantine-watch-b") {
-		fmt.Fprintf(w, "          quarantine-watch-b: the same plus %s;\n", strings.TrimSpace(o.qwBArgs+" "+o.qwBEnv))
+		if o.qwBBin != "" {
+			fmt.Fprintf(w, "          quarantine-watch-b: the binary %s", o.qwBBin)
+			if rev := buildRevision(o.qwBBin); rev != "" {
+				fmt.Fprintf(w, " (revision %s)", rev)
+			}
+			fmt.Fprintf(w, ", the same flags plus %q;\n", strings.TrimSpace(o.qwBArgs+" "+o.qwBEnv))
+		} else {
+			fmt.Fprintf(w, "          quarantine-watch-b: the same plus %s;\n", strings.TrimSpace(o.qwBArgs+" "+o.qwBEnv))
+		}
 	}
 	fmt.Fprintf(w, "          naive: %d records per transaction, one goroutine; Kafka Streams: %d stream threads, JVM options %q\n",
 		o.maxBatch, o.streamsThreads, o.javaOpts)
@@ -261,4 +270,26 @@ func suffixSpace(s string) string {
 		return ""
 	}
 	return s + " "
+}
+
+// buildRevision is the VCS revision a Go binary was built from, "" if it
+// does not say.
+func buildRevision(path string) string {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	rev, modified := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if rev != "" && modified {
+		rev += " (modified)"
+	}
+	return rev
 }
