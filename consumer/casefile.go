@@ -252,7 +252,18 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) (*kgo.Record, str
 	if err != nil {
 		return nil, "", err
 	}
-	return &kgo.Record{Topic: ContextTopic(w.cfg.AlertsTopic), Key: []byte(entry.AlertID), Value: doc}, "written", nil
+	// The record's timestamp is left to the client (the time of the
+	// produce): retention of the context topic runs from when the document
+	// was written, as the alerts' from their detection.
+	return &kgo.Record{
+		Topic: ContextTopic(w.cfg.AlertsTopic), Key: []byte(entry.AlertID), Value: doc,
+		Headers: []kgo.RecordHeader{
+			{Key: producer.HeaderContentType, Value: []byte(producer.ContentTypeJSON)},
+			{Key: producer.HeaderRuleID, Value: []byte(entry.RuleID)},
+			{Key: producer.HeaderSchemaVersion, Value: []byte(w.cfg.Encoder.SchemaVersion())},
+			{Key: producer.HeaderAlertFormat, Value: []byte(w.cfg.Encoder.Format())},
+		},
+	}, "written", nil
 }
 
 // lookback computes the context document of entry over a window of lb.
@@ -289,12 +300,21 @@ func (w *caseWorker) lookback(ctx context.Context, entry *producer.WatchEntry, l
 		return nil, err
 	}
 	window := producer.ContextWindow{Lookback: lb, Start: sum.Start(), End: end, DataStart: dataStart.at(sum.Start())}
+	// Without the finding's record the document's id is set to the
+	// entry's: it is the alert's, whatever event stands in for the finding.
+	if w.cfg.Encoder.Format() == producer.FormatOCSF {
+		src := producer.Source{Topic: entry.Source.Topic, Partition: entry.Source.Partition, Offset: entry.Source.Offset}
+		d, err := producer.NewOCSFContext(finding, src, sum.Summary(), window)
+		if err != nil {
+			return nil, fmt.Errorf("consumer: context document: %w", err)
+		}
+		d.SetAlertID(entry.AlertID)
+		return producer.EncodeOCSFContext(d)
+	}
 	c, err := producer.NewECSContext(finding, sum.Summary(), window)
 	if err != nil {
 		return nil, fmt.Errorf("consumer: context document: %w", err)
 	}
-	// Without the finding's record the document's id is the entry's: it
-	// is the alert's, whatever the event that stands in for the finding.
 	c.QuarantineWatch.AlertID = entry.AlertID
 	return producer.EncodeContext(c)
 }

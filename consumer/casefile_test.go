@@ -98,7 +98,9 @@ func (s *caseSource) entry(lookback string) []byte {
 	return b
 }
 
-func (s *caseSource) writeWatchlist(t *testing.T, values ...[]byte) {
+// writeWatchlist writes values under the user's entry key, and, with
+// otherKey, first a record under a key of another kind of state.
+func (s *caseSource) writeWatchlist(t *testing.T, otherKey bool, values ...[]byte) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(s.brokers...))
 	if err != nil {
@@ -106,8 +108,15 @@ func (s *caseSource) writeWatchlist(t *testing.T, values ...[]byte) {
 	}
 	defer cl.Close()
 	key := []byte("entry/" + cloudtrailgen.CaseAccount + "/" + cloudtrailgen.CaseUserName)
+	recs := []*kgo.Record{}
+	if otherKey {
+		recs = append(recs, &kgo.Record{Topic: WatchlistTopic(alertsTopic), Key: []byte("mark/" + cloudtrailgen.CaseAccount + "/" + cloudtrailgen.CaseUserName + "/cloudtrail/0"), Value: []byte("5")})
+	}
 	for _, v := range values {
-		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: WatchlistTopic(alertsTopic), Key: key, Value: v}).FirstErr(); err != nil {
+		recs = append(recs, &kgo.Record{Topic: WatchlistTopic(alertsTopic), Key: key, Value: v})
+	}
+	for _, r := range recs {
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -208,7 +217,21 @@ func checkContextDoc(t *testing.T, s *caseSource, rec *kgo.Record, lookback time
 		t.Errorf("key %q, want the alert id %s", rec.Key, alertID)
 	}
 	var doc producer.ECSContext
-	if err := json.Unmarshal(rec.Value, &doc); err != nil {
+	if header(rec, producer.HeaderAlertFormat) == producer.FormatOCSF {
+		// The alert's Detection Finding, updated: the ECS form's
+		// quarantine_watch.* is enrichments[0].data.
+		var o producer.OCSFDetectionFinding
+		if err := json.Unmarshal(rec.Value, &o); err != nil || len(o.Enrichments) != 1 {
+			t.Fatalf("OCSF context document (%v): %s", err, rec.Value)
+		}
+		if o.TypeUID != 200402 || o.FindingInfo.UID != alertID || o.Metadata.UID != alertID || o.Cloud.Account == nil {
+			t.Fatalf("not an update of the alert's finding: type %d, finding %s, metadata %s, cloud %+v", o.TypeUID, o.FindingInfo.UID, o.Metadata.UID, o.Cloud)
+		}
+		doc.Event.Kind = "enrichment"
+		doc.User.Name = o.Enrichments[0].Value
+		doc.Cloud.Account = &producer.ECSCloudAccount{ID: o.Cloud.Account.UID}
+		doc.QuarantineWatch = o.Enrichments[0].Data
+	} else if err := json.Unmarshal(rec.Value, &doc); err != nil {
 		t.Fatalf("context document: %v\n%s", err, rec.Value)
 	}
 	if doc.Event.Kind != "enrichment" || doc.QuarantineWatch.AlertID != alertID || doc.User.Name != cloudtrailgen.CaseUserName ||
@@ -260,8 +283,8 @@ func checkContextDoc(t *testing.T, s *caseSource, rec *kgo.Record, lookback time
 
 // TestCaseWorkerContextDocument: a watch entry in, exactly one context
 // document out, keyed by the alert id, whose summary is the generator's
-// ground truth; a tombstone and a value that is not an entry are skipped
-// and counted, and write nothing.
+// ground truth; a tombstone, a value that is not an entry and a key of
+// another kind are skipped and counted, and write nothing.
 func TestCaseWorkerContextDocument(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -270,9 +293,11 @@ func TestCaseWorkerContextDocument(t *testing.T) {
 		deleteTo  int64         // DeleteRecords on every partition up to this offset
 		cut       bool
 		dataStart time.Duration // before the quarantine; 0: the window's start
+		ocsf      bool          // --alert-format ocsf
 	}{
 		{name: "24h, old records before the window", lookback: 24 * time.Hour, oldAt: 72 * time.Hour},
 		{name: "48h, retention deleted the window's start", lookback: 48 * time.Hour, oldAt: 40 * time.Hour, deleteTo: 10, cut: true, dataStart: 40 * time.Hour},
+		{name: "24h, OCSF", lookback: 24 * time.Hour, oldAt: 72 * time.Hour, ocsf: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := plantOnCluster(t, 7, time.Date(2024, 11, 2, 12, 0, 0, 0, time.UTC).Add(-tc.oldAt), 50)
@@ -291,10 +316,13 @@ func TestCaseWorkerContextDocument(t *testing.T) {
 					t.Fatalf("deleting records: %v", err)
 				}
 			}
-			s.writeWatchlist(t, nil, []byte(`{"schema":1,"account":`), s.entry(tc.lookback.String()))
+			s.writeWatchlist(t, true, nil, []byte(`{"schema":1,"account":`), s.entry(tc.lookback.String()))
 			cfg := s.workerConfig(t)
+			if tc.ocsf {
+				cfg.Encoder = producer.OCSF{}
+			}
 			startWorker(t, &cfg, newCaseWorker(&cfg))
-			s.waitEntries(t, &cfg, 3)
+			s.waitEntries(t, &cfg, 4)
 			docs := s.contextDocs(t, kgo.ReadCommitted())
 			if len(docs) != 1 {
 				t.Fatalf("%d context documents, want 1", len(docs))
@@ -304,7 +332,7 @@ func TestCaseWorkerContextDocument(t *testing.T) {
 				ds = s.c.QuarantineTime.Add(-tc.dataStart)
 			}
 			checkContextDoc(t, s, docs[0], tc.lookback, tc.cut, ds)
-			for outcome, want := range map[string]float64{"written": 1, "ended": 1, "bad_entry": 1, "failed": 0} {
+			for outcome, want := range map[string]float64{"written": 1, "ended": 1, "bad_entry": 1, "other_key": 1, "failed": 0} {
 				if got := value(t, cfg.Metrics.Lookbacks.WithLabelValues(outcome)); got != want {
 					t.Errorf("lookbacks_total{outcome=%q} = %v, want %v", outcome, got, want)
 				}
@@ -337,7 +365,7 @@ func TestCaseWorkerExactlyOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := plantOnCluster(t, 3, time.Date(2024, 10, 30, 0, 0, 0, 0, time.UTC), 20)
-			s.writeWatchlist(t, s.entry("24h0m0s"))
+			s.writeWatchlist(t, false, s.entry("24h0m0s"))
 			cfg := s.workerConfig(t)
 			w := newCaseWorker(&cfg)
 			var faults atomic.Int32

@@ -24,12 +24,17 @@ import (
 // sorted: the same finding over the same input gives the same bytes, which
 // is what lets a streaming look-back write it once under the alert id.
 //
-// Only the ECS form exists. The OCSF 1.3 Detection Finding (2004), the one
-// OCSF class in ../shared/schemas, has an enrichments[] attribute and an
-// Update activity (type 200402): the likely OCSF form is the alert's
-// finding updated with the summary in enrichments[]. Whether that class or
-// another fits is left to the streaming look-back, which writes the
-// document to a topic; nothing here writes OCSF yet.
+// The OCSF form (NewOCSFContext) is the alert's Detection Finding again,
+// activity Update (type_uid 200402), with the summary in enrichments[]:
+// OCSF 1.3.0 has no class for "what a principal did before a finding"
+// (its activity classes are one event each, and nothing in the Findings
+// category summarizes), but Detection Finding's Update activity is how a
+// producer says more about a finding it already reported, under the same
+// finding_info.uid, and its enrichments[] ("additional relevant details
+// or context", each a name, a value and data of type json_t) is where
+// context goes. So a SIEM that keeps OCSF findings by finding_info.uid
+// sees the alert updated with its case file; one that does not, joins on
+// it. docs/siem.md shows both.
 
 // ECSContext is the ECS context document of one alert.
 type ECSContext struct {
@@ -263,6 +268,68 @@ func EncodeContext(c *ECSContext) ([]byte, error) {
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(c); err != nil {
 		return nil, fmt.Errorf("producer: encoding context document: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// OCSFEnrichment is an OCSF 1.3.0 enrichment object: the context of the
+// attribute Name whose value is Value, in Data.
+type OCSFEnrichment struct {
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+	Type      string `json:"type"`
+	Provider  string `json:"provider"`
+	ShortDesc string `json:"short_desc"`
+	// Data is quarantine_watch.* of the ECS context document: the alert
+	// id, the rule, the window and the summary, in the same shape.
+	Data ECSContextQuarantineWatch `json:"data"`
+}
+
+// OCSFContextType is the enrichment type of a context document.
+const OCSFContextType = "quarantine_watch.context"
+
+// NewOCSFContext builds the OCSF form of the context document of finding
+// f, read from src: its Detection Finding with activity Update, the
+// summary in enrichments[0] (on the target user's name, as resources[]
+// holds it) and the message of the ECS form. Its times are the window's
+// end, the finding's event time, not the clock, so that the same finding
+// over the same input gives the same bytes, as in the ECS form.
+func NewOCSFContext(f matcher.Finding, src Source, sum lookback.Summary, w ContextWindow) (*OCSFDetectionFinding, error) {
+	c, err := NewECSContext(f, sum, w)
+	if err != nil {
+		return nil, err
+	}
+	d, err := NewOCSFDetectionFinding(f, src, w.End)
+	if err != nil {
+		return nil, err
+	}
+	d.ActivityID, d.ActivityName = ocsfActivityUpdate, "Update"
+	d.TypeUID, d.TypeName = ocsfClassDetection*100+ocsfActivityUpdate, "Detection Finding: Update"
+	d.Message = c.Message
+	d.Enrichments = []OCSFEnrichment{{
+		Name: "resources.name", Value: c.User.Name, Type: OCSFContextType, Provider: OCSFProductName,
+		ShortDesc: c.Message, Data: c.QuarantineWatch,
+	}}
+	return d, nil
+}
+
+// SetAlertID sets the alert id a context document is keyed by, where the
+// finding it was built from is not the alert's own event (the case worker
+// could not read it again).
+func (d *OCSFDetectionFinding) SetAlertID(id string) {
+	d.Metadata.UID, d.FindingInfo.UID = id, id
+	for i := range d.Enrichments {
+		d.Enrichments[i].Data.AlertID = id
+	}
+}
+
+// EncodeOCSFContext returns the OCSF context document as one line of JSON.
+func EncodeOCSFContext(d *OCSFDetectionFinding) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(d); err != nil {
+		return nil, fmt.Errorf("producer: encoding OCSF context document: %w", err)
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -2,6 +2,7 @@ package producer
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +74,66 @@ func TestContextConformsToECS(t *testing.T) {
 	f.Event.TargetKind = matcher.TargetRole
 	if _, err := NewECSContext(f, contextSummary(), ContextWindow{}); err != ErrNoTargetUser {
 		t.Errorf("a finding on a role: %v, want ErrNoTargetUser", err)
+	}
+}
+
+// TestContextConformsToOCSF holds the OCSF context document to OCSF 1.3.0's
+// Detection Finding (the official class definition, as the alerts are
+// held to it): an Update (type_uid 200402) of the alert's finding, the
+// same finding_info.uid as the alert, the summary in enrichments[], the
+// same bytes each time.
+func TestContextConformsToOCSF(t *testing.T) {
+	ocsf := loadOCSFChecker(t)
+	end := time.Date(2023, 11, 21, 23, 23, 52, 0, time.UTC)
+	w := ContextWindow{Lookback: 24 * time.Hour, Start: end.Add(-24 * time.Hour), End: end, DataStart: end.Add(-time.Hour)}
+	src := Source{Topic: "cloudtrail", Partition: 3, Offset: 1234}
+	d, err := NewOCSFContext(contextFinding(), src, contextSummary(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := EncodeOCSFContext(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs := ocsf.check(doc); len(vs) > 0 {
+		t.Errorf("not an OCSF 1.3.0 Detection Finding:\n%s\n%s", strings.Join(vs, "\n"), doc)
+	}
+	alert, err := OCSF{}.Encode(contextFinding(), src, end.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, orig struct {
+		ActivityID  int   `json:"activity_id"`
+		TypeUID     int64 `json:"type_uid"`
+		FindingInfo struct {
+			UID string `json:"uid"`
+		} `json:"finding_info"`
+		Enrichments []struct {
+			Name, Value, Type string
+			Data              struct {
+				AlertID string `json:"alert_id"`
+				Window  struct{ Cut bool }
+				Summary struct{ Events int }
+			}
+		}
+	}
+	if err := json.Unmarshal(doc, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(alert, &orig); err != nil {
+		t.Fatal(err)
+	}
+	want := AlertID(matcher.ElasticQuarantineRule.ID, "e7bb4b23-66e1-4656-b607-f575fde3b790")
+	if got.ActivityID != 2 || got.TypeUID != 200402 || got.FindingInfo.UID != want || orig.FindingInfo.UID != want ||
+		len(got.Enrichments) != 1 || got.Enrichments[0].Value != "test-user" || got.Enrichments[0].Data.AlertID != want ||
+		!got.Enrichments[0].Data.Window.Cut || got.Enrichments[0].Data.Summary.Events != 2 {
+		t.Errorf("not the alert's finding updated with its context: %+v (alert's finding_info.uid %s)\n%s", got, orig.FindingInfo.UID, doc)
+	}
+	again, _ := NewOCSFContext(contextFinding(), src, contextSummary(), w)
+	if b, _ := EncodeOCSFContext(again); !bytes.Equal(b, doc) {
+		t.Errorf("two documents of the same finding differ:\n%s\n%s", doc, b)
+	}
+	if bytes.Contains(alert, []byte(`"enrichments"`)) {
+		t.Errorf("the alert has enrichments: %s", alert)
 	}
 }

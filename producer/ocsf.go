@@ -44,6 +44,7 @@ const (
 	ocsfCategoryFindings   = 2
 	ocsfClassDetection     = 2004
 	ocsfActivityCreate     = 1
+	ocsfActivityUpdate     = 2
 	ocsfStatusNew          = 1
 	ocsfAnalyticRule       = 1
 	ocsfAccountAWS         = 10
@@ -142,6 +143,9 @@ type OCSFDetectionFinding struct {
 	Evidences   []OCSFEvidence   `json:"evidences,omitempty"`
 	Resources   []OCSFResource   `json:"resources,omitempty"`
 	Remediation *OCSFRemediation `json:"remediation,omitempty"`
+	// Enrichments is set only on the context document's Update of the
+	// finding (NewOCSFContext); an alert has none.
+	Enrichments []OCSFEnrichment `json:"enrichments,omitempty"`
 	RawData     string           `json:"raw_data"`
 	Unmapped    OCSFUnmapped     `json:"unmapped"`
 }
