@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/matcher/lookback"
 	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
@@ -35,6 +37,9 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultTopicPartitions = 6
 	DefaultStartupTimeout  = 30 * time.Second
+	// DefaultWatchFor is the command's --watch-for: three days, time for
+	// a responder to rotate the keys and close the case (Config.WatchFor).
+	DefaultWatchFor = 72 * time.Hour
 	// DefaultSessionTimeout is franz-go's and Kafka's default.
 	DefaultSessionTimeout = 45 * time.Second
 	// TransactionTimeoutMargin is how much longer than the session timeout
@@ -67,7 +72,17 @@ type Config struct {
 	Matcher matcher.Config
 	// Encoder is the alert format; nil means ECS.
 	Encoder producer.Encoder
-	// CreateTopics creates the alerts and dead-letter topics when missing.
+	// WatchFor is how long after a quarantine, in event time, the
+	// quarantined user is watched (issue 13 §2): each finding of a rule
+	// that opens a watch writes a watch entry (with ContextLookback) to
+	// WatchlistTopic(AlertsTopic) in its own transaction, and every
+	// instance loads the entries into its matcher. Run checks (or creates)
+	// the watchlist and the ContextTopic at start-up. Zero disables the
+	// watch, and neither topic is needed; the command's --watch-for
+	// defaults to DefaultWatchFor.
+	WatchFor time.Duration
+	// CreateTopics creates the output topics (alerts, dead letters and,
+	// when the watch is on, the watchlist and context topics) when missing.
 	CreateTopics bool
 	// CreateTopicsReplication is the replication factor of the topics
 	// CreateTopics creates; 0 means min(3, brokers).
@@ -205,8 +220,17 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.DLQTopic == "" {
 		cfg.DLQTopic = cfg.AlertsTopic + ".dlq"
 	}
+	if cfg.WatchFor < 0 {
+		return cfg, fmt.Errorf("consumer: watch duration %v is negative (0 turns the watch off)", cfg.WatchFor)
+	}
+	if cfg.ContextLookback < 0 {
+		return cfg, fmt.Errorf("consumer: context look-back %v is negative", cfg.ContextLookback)
+	}
+	if cfg.ContextLookback == 0 {
+		cfg.ContextLookback = lookback.DefaultLookback
+	}
 	for _, t := range cfg.SourceTopics {
-		if t == cfg.AlertsTopic || t == cfg.DLQTopic {
+		if slices.Contains(cfg.outputTopics(), t) {
 			return cfg, fmt.Errorf("consumer: topic %q is both a source and an output", t)
 		}
 	}
@@ -255,10 +279,29 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.unknownTopicGrace = defaultUnknownTopicGrace
 	}
 	cfg.MemoryLimit = memoryLimit(cfg.MemoryLimit)
-	cfg.limits = newOutputLimits(cfg.AlertsTopic, cfg.DLQTopic, outputBudget(cfg.MemoryLimit)/2)
+	watchlist := ""
+	if cfg.watching() {
+		watchlist = cfg.watchlistTopic()
+	}
+	cfg.limits = newOutputLimits(cfg.AlertsTopic, cfg.DLQTopic, watchlist, outputBudget(cfg.MemoryLimit)/2)
 	cfg.sizer = newFetchSizer(cfg.MemoryLimit, cfg.FetchMaxPartitionBytes)
 	cfg.health = nil // ClientOpts and Run take the copy's
 	return cfg, nil
+}
+
+// watching reports whether the watch is on (WatchFor > 0).
+func (c *Config) watching() bool { return c.WatchFor > 0 }
+
+func (c *Config) watchlistTopic() string { return WatchlistTopic(c.AlertsTopic) }
+
+// outputTopics are the topics Run writes: the alerts and dead-letter
+// topics, and the watchlist and context topics when the watch is on.
+func (c *Config) outputTopics() []string {
+	out := []string{c.AlertsTopic, c.DLQTopic}
+	if c.watching() {
+		out = append(out, c.watchlistTopic(), ContextTopic(c.AlertsTopic))
+	}
+	return out
 }
 
 // ClientOpts returns the franz-go options of the exactly-once session:

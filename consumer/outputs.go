@@ -27,17 +27,19 @@ const maxBatchBytes = 1 << 30
 // franz-go's batches to each topic (ProducerBatchMaxBytesFn), so that no
 // record or batch the service writes is larger than its topic takes.
 type outputLimits struct {
-	alertsTopic, dlqTopic string
+	// watchlistTopic is "" when the watch is off.
+	alertsTopic, dlqTopic, watchlistTopic string
 	// most is the largest limit used, whatever the topics take: half the
 	// producer's buffer, which refuses a record larger than itself.
-	most        int64
-	alerts, dlq atomic.Int64
+	most                   int64
+	alerts, dlq, watchlist atomic.Int64
 }
 
-func newOutputLimits(alerts, dlq string, most int64) *outputLimits {
-	l := &outputLimits{alertsTopic: alerts, dlqTopic: dlq, most: max(min(most, maxBatchBytes), producer.MinMessageBytes)}
+func newOutputLimits(alerts, dlq, watchlist string, most int64) *outputLimits {
+	l := &outputLimits{alertsTopic: alerts, dlqTopic: dlq, watchlistTopic: watchlist, most: max(min(most, maxBatchBytes), producer.MinMessageBytes)}
 	l.alerts.Store(min(unknownMaxMessageBytes, l.most))
 	l.dlq.Store(min(unknownMaxMessageBytes, l.most))
+	l.watchlist.Store(min(unknownMaxMessageBytes, l.most))
 	return l
 }
 
@@ -49,6 +51,8 @@ func (l *outputLimits) batchMax(topic string) int32 {
 		return int32(l.alerts.Load())
 	case l.dlqTopic:
 		return int32(l.dlq.Load())
+	case l.watchlistTopic:
+		return int32(l.watchlist.Load())
 	}
 	return unknownMaxMessageBytes
 }
@@ -59,11 +63,20 @@ func (l *outputLimits) batchMax(topic string) int32 {
 // unknownMaxMessageBytes, with a warning; a topic whose limit is below
 // producer.MinMessageBytes is refused.
 func (l *outputLimits) read(ctx context.Context, adm *kadm.Client, cfg *Config) error {
-	configs, err := adm.DescribeTopicConfigs(ctx, l.alertsTopic, l.dlqTopic)
-	for _, t := range []struct {
+	type limit struct {
 		topic string
 		limit *atomic.Int64
-	}{{l.alertsTopic, &l.alerts}, {l.dlqTopic, &l.dlq}} {
+	}
+	topics := []limit{{l.alertsTopic, &l.alerts}, {l.dlqTopic, &l.dlq}}
+	if l.watchlistTopic != "" {
+		topics = append(topics, limit{l.watchlistTopic, &l.watchlist})
+	}
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.topic
+	}
+	configs, err := adm.DescribeTopicConfigs(ctx, names...)
+	for _, t := range topics {
 		v, vErr := maxMessageBytes(configs, err, t.topic)
 		if vErr != nil {
 			cfg.Logger.Warn("cannot read the output topic's max.message.bytes; records are cut to fit the default instead (allow DescribeConfigs on the topic)",
@@ -75,7 +88,8 @@ func (l *outputLimits) read(ctx context.Context, adm *kadm.Client, cfg *Config) 
 		}
 		t.limit.Store(min(v, l.most))
 	}
-	cfg.Logger.Info("output limits", "alerts_max_message_bytes", l.alerts.Load(), "dlq_max_message_bytes", l.dlq.Load())
+	cfg.Logger.Info("output limits", "alerts_max_message_bytes", l.alerts.Load(), "dlq_max_message_bytes", l.dlq.Load(),
+		"watchlist_max_message_bytes", l.watchlist.Load())
 	return nil
 }
 

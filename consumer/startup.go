@@ -62,10 +62,12 @@ func describeTopics(ctx context.Context, cl *kgo.Client, topics []string) (*kmsg
 }
 
 // checkTopics fails naming each topic that is missing or that the user
-// may not use as it must (Read on a source, Write on an output), refuses a
-// compacted source unless allowed, and creates missing outputs when asked to.
+// may not use as it must (Read on a source, Write on an output, Read and
+// Write on the watchlist, which every instance also loads), refuses a
+// compacted source unless allowed and a watchlist that is not compacted,
+// and creates missing outputs when asked to.
 func checkTopics(ctx context.Context, cl *kgo.Client, cfg *Config) error {
-	outputs := []string{cfg.AlertsTopic, cfg.DLQTopic}
+	outputs := cfg.outputTopics()
 	all := append(append([]string(nil), cfg.SourceTopics...), outputs...)
 	// Brokers that are restarting refuse connections for a while: retry
 	// until the start-up timeout, so that an instance restarted alongside
@@ -97,9 +99,12 @@ func checkTopics(ctx context.Context, cl *kgo.Client, cfg *Config) error {
 	var problems, create []string
 	for _, name := range all {
 		output := slices.Contains(outputs, name)
-		kind, op, right := "source", kmsg.ACLOperationRead, "Read"
-		if output {
-			kind, op, right = "output", kmsg.ACLOperationWrite, "Write"
+		kind, rights := "source", []kmsg.ACLOperation{kmsg.ACLOperationRead}
+		switch {
+		case cfg.watching() && name == cfg.watchlistTopic():
+			kind, rights = "watchlist", []kmsg.ACLOperation{kmsg.ACLOperationRead, kmsg.ACLOperationWrite}
+		case output:
+			kind, rights = "output", []kmsg.ACLOperation{kmsg.ACLOperationWrite}
 		}
 		t, ok := found[name]
 		err := kerr.ErrorForCode(t.ErrorCode)
@@ -111,23 +116,35 @@ func checkTopics(ctx context.Context, cl *kgo.Client, cfg *Config) error {
 			case cfg.CreateTopics:
 				create = append(create, name)
 			default:
-				problems = append(problems, fmt.Sprintf("output topic %q does not exist (create it, or pass --create-topics)", name))
+				problems = append(problems, fmt.Sprintf("%s topic %q does not exist (create it, or pass --create-topics)", kind, name))
 			}
 		case errors.Is(err, kerr.TopicAuthorizationFailed):
-			problems = append(problems, fmt.Sprintf("%s topic %q: not authorized to describe it (TOPIC_AUTHORIZATION_FAILED): grant the user %s on it", kind, name, right))
+			var names []string
+			for _, op := range rights {
+				names = append(names, rightNames[op])
+			}
+			problems = append(problems, fmt.Sprintf("%s topic %q: not authorized to describe it (TOPIC_AUTHORIZATION_FAILED): grant the user %s on it",
+				kind, name, strings.Join(names, " and ")))
 		case err != nil:
 			problems = append(problems, fmt.Sprintf("%s topic %q: %v", kind, name, err))
 		default:
-			if ops := kadm.DecodeACLOperations(t.AuthorizedOperations); len(ops) > 0 && !slices.Contains(ops, op) && !slices.Contains(ops, kmsg.ACLOperationAll) {
-				problems = append(problems, fmt.Sprintf("%s topic %q: not authorized to %s it (the user may only %s): grant the user %s on it",
-					kind, name, strings.ToLower(right), opNames(ops), right))
+			ops := kadm.DecodeACLOperations(t.AuthorizedOperations)
+			if len(ops) == 0 || slices.Contains(ops, kmsg.ACLOperationAll) {
+				break
+			}
+			for _, op := range rights {
+				if !slices.Contains(ops, op) {
+					right := rightNames[op]
+					problems = append(problems, fmt.Sprintf("%s topic %q: not authorized to %s it (the user may only %s): grant the user %s on it",
+						kind, name, strings.ToLower(right), opNames(ops), right))
+				}
 			}
 		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("consumer: %s", strings.Join(problems, "; "))
 	}
-	if err := checkCompaction(ctx, cl, cfg); err != nil {
+	if err := checkCompaction(ctx, cl, cfg, !slices.Contains(create, cfg.watchlistTopic())); err != nil {
 		return err
 	}
 	if len(create) > 0 {
@@ -135,6 +152,9 @@ func checkTopics(ctx context.Context, cl *kgo.Client, cfg *Config) error {
 	}
 	return nil
 }
+
+// rightNames are the ACL operations as the README's ACL list names them.
+var rightNames = map[kmsg.ACLOperation]string{kmsg.ACLOperationRead: "Read", kmsg.ACLOperationWrite: "Write"}
 
 func opNames(ops []kmsg.ACLOperation) string {
 	names := make([]string, len(ops))
@@ -148,29 +168,58 @@ func opNames(ops []kmsg.ACLOperation) string {
 // unless AllowCompactedSource: the broker deletes a compacted topic's
 // records that have a newer record with the same key, whether or not they
 // were read, and CloudTrail records are events, not updates of a key.
+// With watchlist set (the watch is on and its topic exists), it also
+// refuses a watchlist topic that is not compacted: under the delete
+// policy the broker deletes entries by age, and a watch longer than the
+// topic's retention would end early and unseen, at the next restart.
 // Reading a topic's configuration takes DescribeConfigs on it, which the
 // service does not otherwise need: without it, the check is skipped with a
 // warning.
-func checkCompaction(ctx context.Context, cl *kgo.Client, cfg *Config) error {
-	if cfg.AllowCompactedSource {
+func checkCompaction(ctx context.Context, cl *kgo.Client, cfg *Config, watchlist bool) error {
+	var topics []string
+	if !cfg.AllowCompactedSource {
+		topics = append(topics, cfg.SourceTopics...)
+	}
+	watchlist = watchlist && cfg.watching()
+	if watchlist {
+		topics = append(topics, cfg.watchlistTopic())
+	}
+	if len(topics) == 0 {
 		return nil
 	}
-	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, cfg.SourceTopics...)
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topics...)
 	if err != nil && !errors.Is(err, kerr.TopicAuthorizationFailed) {
-		return fmt.Errorf("consumer: reading the configuration of the source topics: %w", err)
+		return fmt.Errorf("consumer: reading the configuration of topics %s: %w", strings.Join(topics, ", "), err)
 	}
 	var problems []string
 	for _, rc := range rcs {
+		isWatchlist := watchlist && rc.Name == cfg.watchlistTopic()
 		if rc.Err != nil || err != nil {
-			cfg.Logger.Warn("cannot read the source topic's cleanup.policy to check that it is not compacted; grant the user DescribeConfigs on it to have it checked",
+			what := "the source topic's cleanup.policy to check that it is not compacted"
+			if isWatchlist {
+				what = "the watchlist topic's cleanup.policy to check that it is compacted"
+			}
+			cfg.Logger.Warn("cannot read "+what+"; grant the user DescribeConfigs on it to have it checked",
 				"topic", rc.Name, "err", errors.Join(rc.Err, err))
 			continue
 		}
+		policy := "delete" // Kafka's default, when the answer lacks it
 		for _, c := range rc.Configs {
-			if c.Key == "cleanup.policy" && c.Value != nil && strings.Contains(*c.Value, "compact") {
-				problems = append(problems, fmt.Sprintf("source topic %q has cleanup.policy=%s: the broker deletes records of a compacted topic "+
-					"that have a newer record with the same key, read or not (pass --allow-compacted-source to consume it anyway)", rc.Name, *c.Value))
+			if c.Key == "cleanup.policy" && c.Value != nil {
+				policy = *c.Value
 			}
+		}
+		compacted := strings.Contains(policy, "compact")
+		switch {
+		case isWatchlist && !compacted:
+			problems = append(problems, fmt.Sprintf("watchlist topic %q has cleanup.policy=%s: it must be compact, or the broker deletes watch entries by age "+
+				"(set cleanup.policy=compact on it, or let --create-topics create it)", rc.Name, policy))
+		case isWatchlist && strings.Contains(policy, "delete"):
+			cfg.Logger.Warn("the watchlist topic is compacted and also deletes by age: an entry older than its retention.ms is deleted before the watch ends",
+				"topic", rc.Name, "cleanup_policy", policy, "watch_for", cfg.WatchFor)
+		case !isWatchlist && compacted:
+			problems = append(problems, fmt.Sprintf("source topic %q has cleanup.policy=%s: the broker deletes records of a compacted topic "+
+				"that have a newer record with the same key, read or not (pass --allow-compacted-source to consume it anyway)", rc.Name, policy))
 		}
 	}
 	if len(problems) > 0 {
@@ -183,7 +232,8 @@ func checkCompaction(ctx context.Context, cl *kgo.Client, cfg *Config) error {
 // partitions and, unless configured, min(3, brokers) replicas and
 // min.insync.replicas 2 when there are 3 replicas or more: the alerts are
 // written with acks=all, and a topic with one replica, the broker default,
-// loses them with one disk.
+// loses them with one disk. The watchlist topic is created compacted:
+// an entry lives until a newer one or a tombstone replaces it.
 func createTopics(ctx context.Context, cl *kgo.Client, cfg *Config, topics []string, brokers int) error {
 	rf := cfg.CreateTopicsReplication
 	if rf <= 0 {
@@ -193,12 +243,17 @@ func createTopics(ctx context.Context, cl *kgo.Client, cfg *Config, topics []str
 	if minISR == "" && rf >= 3 {
 		minISR = "2"
 	}
-	var configs map[string]*string
-	if minISR != "" {
-		configs = map[string]*string{"min.insync.replicas": &minISR}
-	}
 	adm := kadm.NewClient(cl)
 	for _, t := range topics {
+		configs := map[string]*string{}
+		if minISR != "" {
+			configs["min.insync.replicas"] = &minISR
+		}
+		policy := "the broker's"
+		if cfg.watching() && t == cfg.watchlistTopic() {
+			policy = "compact"
+			configs["cleanup.policy"] = &policy
+		}
 		resp, err := adm.CreateTopic(ctx, DefaultTopicPartitions, rf, configs, t)
 		if err == nil {
 			err = resp.Err
@@ -211,7 +266,8 @@ func createTopics(ctx context.Context, cl *kgo.Client, cfg *Config, topics []str
 		case err != nil:
 			return fmt.Errorf("consumer: creating topic %q with %d replicas (--create-topics-replication-factor) and min.insync.replicas %q: %w", t, rf, minISR, err)
 		default:
-			cfg.Logger.Info("created topic", "topic", t, "partitions", DefaultTopicPartitions, "replication_factor", rf, "min_insync_replicas", minISR)
+			cfg.Logger.Info("created topic", "topic", t, "partitions", DefaultTopicPartitions, "replication_factor", rf, "min_insync_replicas", minISR,
+				"cleanup_policy", policy)
 		}
 	}
 	return nil

@@ -76,10 +76,14 @@ func TestTLSSCRAM(t *testing.T) {
 	}
 	source, alerts := kafkatest.Name(t, "cloudtrail"), kafkatest.Name(t, "alerts")
 	dlq := alerts + ".dlq"
-	for _, topic := range []string{source, alerts, dlq} {
+	for _, topic := range []string{source, alerts, dlq, alerts + ".watchlist", alerts + ".context"} {
 		// One partition each, so that a sentinel record written last is read
 		// last (see committedBefore).
-		if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
+		var configs map[string]*string
+		if strings.HasSuffix(topic, ".watchlist") {
+			configs = watchTopicConfigs
+		}
+		if _, err := adm.CreateTopic(ctx, 1, 1, configs, topic); err != nil {
 			t.Fatalf("creating topic %s: %v", topic, err)
 		}
 	}

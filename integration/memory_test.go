@@ -53,8 +53,10 @@ func TestMemoryBounded(t *testing.T) {
 	for _, tc := range []struct {
 		topic      string
 		partitions int32
-	}{{p.source, memoryPartitions}, {p.alerts, outputPartitions}, {p.dlq, outputPartitions}} {
-		resp, err := adm.CreateTopic(ctx, tc.partitions, -1, nil, tc.topic)
+		configs    map[string]*string
+	}{{p.source, memoryPartitions, nil}, {p.alerts, outputPartitions, nil}, {p.dlq, outputPartitions, nil},
+		{p.watchlist, outputPartitions, watchTopicConfigs}, {p.context, outputPartitions, nil}} {
+		resp, err := adm.CreateTopic(ctx, tc.partitions, -1, tc.configs, tc.topic)
 		if err == nil {
 			err = resp.Err
 		}

@@ -50,17 +50,26 @@ const endMarker = "__end_of_test__"
 // test (kafkatest.Name).
 type pipeline struct {
 	source, alerts, dlq, group string
+	// watchlist and context are the topics the watch needs, on by
+	// default (--watch-for): the service's defaults are what is tested.
+	watchlist, context string
 }
 
 func newPipeline(t *testing.T) pipeline {
 	alerts := kafkatest.Name(t, "alerts")
 	return pipeline{
-		source: kafkatest.Name(t, "source"),
-		alerts: alerts,
-		dlq:    alerts + ".dlq",
-		group:  kafkatest.Name(t, "group"),
+		source:    kafkatest.Name(t, "source"),
+		alerts:    alerts,
+		dlq:       alerts + ".dlq",
+		group:     kafkatest.Name(t, "group"),
+		watchlist: alerts + ".watchlist",
+		context:   alerts + ".context",
 	}
 }
+
+// watchTopicConfigs is the watchlist topic's configuration: compacted,
+// as the service requires.
+var watchTopicConfigs = map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")}
 
 // create creates the pipeline's topics. sourceConfigs apply to the source
 // topic (and, for max.message.bytes, to the dead-letter topic, which gets
@@ -72,7 +81,7 @@ func (p pipeline) create(t *testing.T, b cluster, adm *kadm.Client, sourceConfig
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if _, err := adm.DeleteTopics(ctx, p.source, p.alerts, p.dlq); err != nil {
+			if _, err := adm.DeleteTopics(ctx, p.source, p.alerts, p.dlq, p.watchlist, p.context); err != nil {
 				t.Logf("deleting the test's topics: %v", err)
 			}
 			_, _ = adm.DeleteGroup(ctx, p.group)
@@ -92,6 +101,8 @@ func (p pipeline) create(t *testing.T, b cluster, adm *kadm.Client, sourceConfig
 		{p.source, sourcePartitions, sourceConfigs},
 		{p.alerts, outputPartitions, nil},
 		{p.dlq, outputPartitions, dlqConfigs},
+		{p.watchlist, outputPartitions, watchTopicConfigs},
+		{p.context, outputPartitions, nil},
 	} {
 		resp, err := adm.CreateTopic(ctx, tc.partitions, -1, tc.configs, tc.topic)
 		if err == nil {
@@ -108,7 +119,8 @@ func (p pipeline) create(t *testing.T, b cluster, adm *kadm.Client, sourceConfig
 	// does not exist" 147 ms after ListTopics had found them): every
 	// broker is asked.
 	cl := newClient(t, b)
-	want := map[string]int{p.source: sourcePartitions, p.alerts: outputPartitions, p.dlq: outputPartitions}
+	want := map[string]int{p.source: sourcePartitions, p.alerts: outputPartitions, p.dlq: outputPartitions,
+		p.watchlist: outputPartitions, p.context: outputPartitions}
 	for {
 		err := topicsOnEveryBroker(ctx, cl, want)
 		if err == nil {

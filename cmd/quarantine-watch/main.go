@@ -215,7 +215,9 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String(&cfg.DLQTopic, "dlq-topic", "", `dead-letter topic (default "<alerts-topic>.dlq")`)
 	fs.String(&cfg.Group, "group", "quarantine-watch", "consumer group")
 	fs.String(&cfg.TransactionalID, "transactional-id", "", `transactional id: unique per instance, stable across its restarts (default "<group>/<host name>")`)
-	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the alerts and dead-letter topics if missing")
+	fs.Duration(&cfg.WatchFor, "watch-for", consumer.DefaultWatchFor, "after a quarantine, watch the user this long (event time) and report what it does as post-quarantine findings; the watch entries go to <alerts-topic>.watchlist (compacted), the context documents to <alerts-topic>.context; 0 turns the watch off, and neither topic is needed")
+	fs.Duration(&cfg.ContextLookback, "context-lookback", lookback.DefaultLookback, "the context document's window before the finding, written into each watch entry")
+	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the output topics if missing: alerts, dead letters and, with --watch-for, the watchlist (compacted) and context topics")
 	createRF := 0
 	fs.Int(&createRF, "create-topics-replication-factor", 0, "replicas of the topics --create-topics creates (0: min(3, brokers))")
 	fs.String(&cfg.CreateTopicsMinInsyncReplicas, "create-topics-min-insync-replicas", "", `min.insync.replicas of the topics --create-topics creates (default 2 with 3 replicas or more, else the broker's)`)
@@ -265,6 +267,12 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("run: --fetch-max-partition-bytes %d: want 0 to %d", fetchBytes, math.MaxInt32)
 	}
 	cfg.FetchMaxPartitionBytes = int32(fetchBytes)
+	if cfg.WatchFor < 0 {
+		return fmt.Errorf("run: --watch-for %v: want 0 (off) or more", cfg.WatchFor)
+	}
+	if cfg.ContextLookback <= 0 {
+		return fmt.Errorf("run: --context-lookback %v: must be more than 0", cfg.ContextLookback)
+	}
 	if err := p.apply(ctx, &cfg); err != nil {
 		return err
 	}

@@ -114,7 +114,7 @@ func TestSecretsNeverServed(t *testing.T) {
 			args := append([]string{"run", "--brokers", strings.Join(cluster.ListenAddrs(), ","),
 				"--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", user,
 				"--group", "g-" + strings.ReplaceAll(c.name, " ", "-"), "--transactional-id", "t-" + strings.ReplaceAll(c.name, " ", "-"),
-				"--metrics-addr", "127.0.0.1:0", "--pprof",
+				"--metrics-addr", "127.0.0.1:0", "--pprof", "--create-topics",
 				"--log-level", "debug", "--kafka-log-level", "debug", "--log-format", "json"}, c.args...)
 			p := startSelf(t, c.env, args...)
 			addr := p.waitLog(t, "serving /metrics, /healthz and /readyz", "addr")

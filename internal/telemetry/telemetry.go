@@ -78,6 +78,19 @@ type Metrics struct {
 	// LookbackDuration is, per look-back that wrote its document, from
 	// reading the entry to the commit.
 	LookbackDuration prometheus.Histogram
+	// WatchEntries counts the findings that open a watch, by outcome:
+	// written (the entry committed with the alert) or refused (no entry
+	// could be made of the finding: the reason is logged).
+	WatchEntries *prometheus.CounterVec // outcome
+	// WatchlistEntries is the number of watch entries this instance has
+	// loaded and not seen expire.
+	WatchlistEntries prometheus.Gauge
+	// WatchlistSkipped counts watchlist records the loader could not use
+	// (each is logged): a record that is not a valid entry.
+	WatchlistSkipped prometheus.Counter
+	// WatchlistCaughtUp is 1 once the loader has read the watchlist up to
+	// its end as of start-up: until then the watch may miss a user.
+	WatchlistCaughtUp prometheus.Gauge
 
 	ready    atomic.Pointer[func() bool]
 	stopping atomic.Bool
@@ -140,6 +153,17 @@ func New() *Metrics {
 	reg.MustRegister(m.Lookbacks, m.LookbackRecords, m.LookbackDuration)
 	for _, outcome := range []string{"written", "failed", "bad_entry", "ended", "other_key"} {
 		m.Lookbacks.WithLabelValues(outcome)
+	}
+	m.WatchEntries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "watch_entries_total",
+		Help: "Findings that open a watch, by outcome: written (the entry committed with the alert) or refused (no entry could be made; logged)."}, []string{"outcome"})
+	m.WatchlistEntries = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "watchlist_entries",
+		Help: "Watch entries loaded by this instance and not expired."})
+	m.WatchlistSkipped = f("watchlist_skipped_total", "Watchlist records the loader skipped as not valid entries (each is logged).")
+	m.WatchlistCaughtUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "watchlist_caught_up",
+		Help: "1 once the watchlist loader has read the topic up to its end as of start-up."})
+	reg.MustRegister(m.WatchEntries, m.WatchlistEntries, m.WatchlistSkipped, m.WatchlistCaughtUp)
+	for _, outcome := range []string{"written", "refused"} {
+		m.WatchEntries.WithLabelValues(outcome)
 	}
 	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted, m.SessionRecreations, ready)
 	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,

@@ -243,7 +243,10 @@ var allContenders = []contender{
 func qwArgv(b *bench, s spec) []string {
 	argv := []string{b.o.qwBin, "run", "--brokers", b.brokerList(), "--source-topics", s.source,
 		"--alerts-topic", s.out, "--dlq-topic", s.dlq, "--group", s.group, "--transactional-id", s.txnID,
-		"--log-format", "json", "--max-batch", strconv.Itoa(b.o.maxBatch)}
+		"--log-format", "json", "--max-batch", strconv.Itoa(b.o.maxBatch),
+		// The watch is on by default: the service creates its watchlist
+		// (compacted) and context topics, which createTopic cannot.
+		"--create-topics"}
 	if s.metricsAddr != "" {
 		argv = append(argv, "--metrics-addr", s.metricsAddr, "--pprof")
 	} else {
