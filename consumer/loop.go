@@ -29,6 +29,10 @@ type loop struct {
 	// What the open transaction holds, counted once it commits.
 	pendingFindings []pendingFinding
 	pendingClasses  []string
+	// pendingWatches: the watch entries produced; watchRefused: the
+	// findings that open a watch and of which no entry could be made.
+	pendingWatches []pendingWatch
+	watchRefused   int
 
 	// txnOpen is set from Begin until End returns without an error;
 	// txnBegan is when the last Begin returned, zero if it failed.
@@ -288,6 +292,8 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	detected := l.cfg.Now()
 	l.pendingFindings = l.pendingFindings[:0]
 	l.pendingClasses = l.pendingClasses[:0]
+	l.pendingWatches = l.pendingWatches[:0]
+	l.watchRefused = 0
 	oldest := records[0].Timestamp
 	for i, res := range l.results {
 		r := records[i]
@@ -308,11 +314,14 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 				continue
 			}
 			l.pendingFindings = append(l.pendingFindings, pendingFinding{rule: f.Rule.Key, at: r.Timestamp})
-			l.produce(ctx, output{rec: out, source: r, finding: len(l.pendingFindings) - 1})
+			l.produce(ctx, output{rec: out, source: r, finding: len(l.pendingFindings) - 1, watch: -1})
+			if l.cfg.watching() && opensWatch[f.Rule.Key] {
+				l.openWatch(ctx, f, r, detected)
+			}
 		}
 		if res.Err != nil {
 			dead := producer.DeadLetter(r.Value, r.Key, src, res.Err, l.cfg.DLQTopic, int(l.limits.dlq.Load()))
-			l.produce(ctx, output{rec: dead, source: r, finding: -1})
+			l.produce(ctx, output{rec: dead, source: r, finding: -1, watch: -1})
 			l.pendingClasses = append(l.pendingClasses, producer.Classify(res.Err))
 			l.cfg.Logger.Warn("dead letter", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", res.Err)
 		}
@@ -383,6 +392,15 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	for _, class := range l.pendingClasses {
 		m.DeadLetters.WithLabelValues(class).Inc()
 	}
+	refused := l.watchRefused
+	for _, w := range l.pendingWatches {
+		if w.dropped {
+			refused++
+		} else {
+			m.WatchEntries.WithLabelValues("written").Inc()
+		}
+	}
+	m.WatchEntries.WithLabelValues("refused").Add(float64(refused))
 	return true, "", nil
 }
 

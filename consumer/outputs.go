@@ -121,8 +121,11 @@ type output struct {
 	rec    *kgo.Record
 	source *kgo.Record // the input record it was made from
 	// finding is the index in pendingFindings of the finding an alert
-	// reports, -1 for a dead letter.
+	// reports, -1 for a dead letter or a watch entry.
 	finding int
+	// watch is the index in pendingWatches of a watch entry, -1 for
+	// anything else.
+	watch int
 	// stripped: a dead letter already cut to its headers; if it is refused
 	// too, nothing smaller can stand for the record.
 	stripped bool
@@ -232,30 +235,41 @@ func (l *loop) replace(r rejection) (output, error) {
 		log.Warn("a record cut to the topic's max.message.bytes read at start-up was refused as too large: if the topic's limit was lowered since, restart the instance to read it again",
 			"record_bytes", producer.RecordBytes(o.rec))
 	}
+	if o.watch >= 0 {
+		// The alert has gone out; the watch it opens has not. The source
+		// record goes where a person finds it, with the reason.
+		log.Warn("watch entry refused; its source record goes to the dead-letter topic", "watch_key", string(o.rec.Key))
+		l.pendingWatches[o.watch].dropped = true
+		l.pendingClasses = append(l.pendingClasses, producer.ClassOutputRejected)
+		cause := &rejectedError{what: "watch entry", alertID: string(o.rec.Key), topic: o.rec.Topic, err: r.err}
+		dead := producer.DeadLetter(src.Value, src.Key, sourceOf(src), cause, l.cfg.DLQTopic, int(l.limits.dlq.Load()))
+		return output{rec: dead, source: src, finding: -1, watch: -1}, nil
+	}
 	if o.finding >= 0 {
 		log.Warn("alert refused; its source record goes to the dead-letter topic", "alert_id", string(o.rec.Key))
 		l.pendingFindings[o.finding].dropped = true
 		l.pendingClasses = append(l.pendingClasses, producer.ClassOutputRejected)
-		cause := &rejectedError{alertID: string(o.rec.Key), topic: o.rec.Topic, err: r.err}
+		cause := &rejectedError{what: "alert", alertID: string(o.rec.Key), topic: o.rec.Topic, err: r.err}
 		dead := producer.DeadLetter(src.Value, src.Key, sourceOf(src), cause, l.cfg.DLQTopic, int(l.limits.dlq.Load()))
-		return output{rec: dead, source: src, finding: -1}, nil
+		return output{rec: dead, source: src, finding: -1, watch: -1}, nil
 	}
 	if o.stripped {
 		return o, fmt.Errorf("consumer: the dead letter of %s/%d@%d is refused even without key and value: %w", src.Topic, src.Partition, src.Offset, r.err)
 	}
 	log.Warn("dead letter refused; producing it again without key and value")
-	return output{rec: producer.StripDeadLetter(o.rec), source: src, finding: -1, stripped: true}, nil
+	return output{rec: producer.StripDeadLetter(o.rec), source: src, finding: -1, watch: -1, stripped: true}, nil
 }
 
-// rejectedError is the cause in the dead letter of a record whose alert the
-// broker refused.
+// rejectedError is the cause in the dead letter of a record whose alert (or
+// watch entry) the broker refused.
 type rejectedError struct {
-	alertID, topic string
-	err            error
+	// what is "alert" or "watch entry"; alertID is the record's key.
+	what, alertID, topic string
+	err                  error
 }
 
 func (e *rejectedError) Error() string {
-	return fmt.Sprintf("consumer: topic %s refused alert %s: %v", e.topic, e.alertID, e.err)
+	return fmt.Sprintf("consumer: topic %s refused %s %s: %v", e.topic, e.what, e.alertID, e.err)
 }
 
 func (e *rejectedError) Unwrap() error { return e.err }

@@ -2,11 +2,13 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -24,6 +26,7 @@ const (
 func watchConfig(t *testing.T, brokers []string, id int) Config {
 	cfg := memberConfig(t, brokers, id)
 	cfg.WatchFor = DefaultWatchFor
+	cfg.TransactionsV2 = true // the command's default
 	cfg.Metrics = telemetry.New()
 	return cfg
 }
@@ -175,4 +178,151 @@ func TestWatchlistTopicsAtStartup(t *testing.T) {
 			t.Errorf("want an error asking for Read on the watchlist, got %v", err)
 		}
 	})
+}
+
+// watchCluster is a cluster with every topic the watch needs, the
+// watchlist compacted.
+func watchCluster(t *testing.T) *kfake.Cluster {
+	t.Helper()
+	cluster := newCluster(t)
+	adm := adminOf(t, cluster.ListenAddrs())
+	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
+	createTopic(t, adm, contextTopic, nil)
+	return cluster
+}
+
+// readTopic reads topic from the start, read_committed or not, up to end
+// markers it writes to each partition first (outside any transaction), and
+// returns the records other than the markers. Nothing may be writing the
+// topic transactionally meanwhile: a read_committed reader would wait.
+func readTopic(t *testing.T, brokers []string, topic string, committed bool) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	writer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	topics, err := kadm.NewClient(writer).ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := map[int32]bool{}
+	for p := range topics[topic].Partitions {
+		pending[p] = true
+		if err := writer.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Key: []byte(endMarker)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	isolation := kgo.ReadUncommitted()
+	if committed {
+		isolation = kgo.ReadCommitted()
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(isolation),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	for len(pending) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading %s: no end marker yet from partitions %v", topic, pending)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if string(r.Key) == endMarker {
+				delete(pending, r.Partition)
+				return
+			}
+			out = append(out, r)
+		})
+	}
+	return out
+}
+
+// TestWatchEntryInTheAlertsTransaction: the watch entry a quarantine opens
+// is written in the transaction of its alert. While every commit is
+// refused the batch is aborted and read again, each time writing alert and
+// entry anew: a read_committed reader sees neither, a read_uncommitted one
+// sees the aborted copies. Once commits go through, read_committed sees
+// one alert and one entry, and the entry is the one the plan's encoding
+// says, for the sample's user, account and event time.
+func TestWatchEntryInTheAlertsTransaction(t *testing.T) {
+	cluster := watchCluster(t)
+	brokers := cluster.ListenAddrs()
+	var refuse refuser
+	refuse.install(cluster, kerr.ConcurrentTransactions.Code)
+	refuse.set(true)
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: sourceTopic, Value: readSample(t, "02_attach_user_policy_quarantine_v2_panther.json")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	deadline := time.Now().Add(30 * time.Second)
+	for refuse.count() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d aborts within 30 s, want 2", refuse.count())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	aborted := len(readTopic(t, brokers, watchlistTopic, false))
+	if aborted < 2 {
+		t.Fatalf("read_uncommitted: %d watch entries after %d aborted transactions, want one per transaction", aborted, refuse.count())
+	}
+	for _, topic := range []string{alertsTopic, watchlistTopic} {
+		if got := readTopic(t, brokers, topic, true); len(got) != 0 {
+			t.Errorf("read_committed: %s holds %d records after aborted transactions only, want none", topic, len(got))
+		}
+	}
+
+	refuse.set(false)
+	cfg.Metrics = telemetry.New()
+	m = startMember(t, cfg)
+	waitCommitted(t, adminOf(t, brokers), "quarantine-watch", 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	alerts := readTopic(t, brokers, alertsTopic, true)
+	entries := readTopic(t, brokers, watchlistTopic, true)
+	const alertID = "f013ee106138a6679ea2239fd7d4df0c2c2598ee04faabd009259725bfcbd0fd" // producer's golden
+	if len(alerts) != 1 || string(alerts[0].Key) != alertID {
+		t.Fatalf("read_committed: %d alerts (%v), want one, %s", len(alerts), alerts, alertID)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("read_committed: %d watch entries, want one", len(entries))
+	}
+	if key := string(entries[0].Key); key != "entry/123456789012/test-user" {
+		t.Errorf("entry key %q", key)
+	}
+	var entry map[string]any
+	if err := json.Unmarshal(entries[0].Value, &entry); err != nil {
+		t.Fatal(err)
+	}
+	for field, want := range map[string]any{
+		"schema": 1.0, "account": "123456789012", "user_name": "test-user", "alert_id": alertID,
+		"rule_id": "0b79f5c0-2c31-4fea-86cd-e62644278205", "opened_at": "2023-11-21T23:23:52Z",
+		"until": "2023-11-24T23:23:52Z", "lookback": "24h0m0s",
+	} {
+		if entry[field] != want {
+			t.Errorf("entry %s = %v, want %v", field, entry[field], want)
+		}
+	}
+	if got := value(t, cfg.Metrics.WatchEntries.WithLabelValues("written")); got != 1 {
+		t.Errorf("watch_entries_total{outcome=written} = %v after the commit, want 1", got)
+	}
+	if all := len(readTopic(t, brokers, watchlistTopic, false)); all < aborted+1 {
+		t.Errorf("read_uncommitted: %d entries, want the %d aborted and the committed one", all, aborted)
+	}
 }
