@@ -96,7 +96,7 @@ func newCaseWorker(cfg *Config) *caseWorker {
 	s := *cfg
 	s.Group = cfg.Group + ".context"
 	s.TransactionalID = cfg.TransactionalID + ".context"
-	s.SourceTopics = []string{WatchlistTopic(cfg.AlertsTopic)}
+	s.SourceTopics = []string{cfg.watchlistTopic()}
 	s.health = newHealth(&s)
 	s.limits, s.sizer = nil, nil // the loop's output limits and fetch sizes are the loop's
 	s.kafkaHooks = cfg.Metrics.KafkaContext

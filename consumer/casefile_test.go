@@ -45,7 +45,7 @@ func plantOnCluster(t *testing.T, seed int64, oldAt time.Time, oldPerPartition i
 	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1),
 		kfake.SeedTopics(casePartitions, sourceTopic),
-		kfake.SeedTopics(1, alertsTopic, dlqTopic, WatchlistTopic(alertsTopic), ContextTopic(alertsTopic)))
+		kfake.SeedTopics(1, alertsTopic, dlqTopic, ContextTopic(alertsTopic)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +57,10 @@ func plantOnCluster(t *testing.T, seed int64, oldAt time.Time, oldPerPartition i
 	}
 	defer cl.Close()
 	ctx := context.Background()
+	compact := "compact"
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": &compact}, WatchlistTopic(alertsTopic)); err != nil {
+		t.Fatal(err)
+	}
 	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: seed + 1000, Start: oldAt})
 	var recs []*kgo.Record
 	for p := range int32(casePartitions) {
@@ -125,7 +129,7 @@ func (s *caseSource) writeWatchlist(t *testing.T, otherKey bool, values ...[]byt
 func (s *caseSource) workerConfig(t *testing.T) Config {
 	t.Helper()
 	c := memberConfig(t, s.brokers, 1)
-	c.CaseWorker = true
+	c.WatchFor = DefaultWatchFor
 	cfg, err := c.withDefaults()
 	if err != nil {
 		t.Fatal(err)
@@ -400,4 +404,30 @@ type testOutput struct{ t *testing.T }
 func (o testOutput) Write(p []byte) (int, error) {
 	o.t.Log(string(bytes.TrimSuffix(p, []byte("\n"))))
 	return len(p), nil
+}
+
+// TestRunStartsCaseWorker: with the watch on, Run runs the case worker
+// beside the loop; an entry on the watchlist gets its context document.
+// The loop's rules are one that the case does not fire, so that the entry
+// written here is the only one.
+func TestRunStartsCaseWorker(t *testing.T) {
+	s := plantOnCluster(t, 5, time.Date(2024, 10, 30, 0, 0, 0, 0, time.UTC), 10)
+	cfg := memberConfig(t, s.brokers, 1)
+	cfg.WatchFor = DefaultWatchFor
+	cfg.Matcher.Rules = []*matcher.Rule{matcher.QuarantineDetachedRule}
+	m := startMember(t, cfg)
+	s.writeWatchlist(t, false, s.entry("24h0m0s"))
+	withDefaults, err := cfg.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitEntries(t, &withDefaults, 1)
+	if err := m.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	docs := s.contextDocs(t, kgo.ReadCommitted())
+	if len(docs) != 1 {
+		t.Fatalf("%d context documents, want 1", len(docs))
+	}
+	checkContextDoc(t, s, docs[0], 24*time.Hour, false, s.c.QuarantineTime.Add(-24*time.Hour))
 }

@@ -145,12 +145,9 @@ type Config struct {
 	// --transactions-v2 is on by default. Off, the client speaks
 	// transactions v1 to every broker; see ClientOpts.
 	TransactionsV2 bool
-	// CaseWorker runs the case worker beside the loop (casefile.go): the
-	// context document of every entry of the watchlist topic, written to
-	// the context topic exactly once.
-	CaseWorker bool
-	// ContextLookback is the look-back window of a watch entry that names
-	// none; zero means lookback.DefaultLookback (24h).
+	// ContextLookback is the look-back window written into each watch
+	// entry, and the case worker's for an entry that names none; zero
+	// means lookback.DefaultLookback (24h).
 	ContextLookback time.Duration
 	// LookbackPartitions bounds the source partitions one look-back reads
 	// at once; zero means DefaultLookbackPartitions.
@@ -436,19 +433,25 @@ func Run(ctx context.Context, c Config) error {
 	cfg.health = newHealth(&cfg)
 	l := &loop{cfg: &cfg, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer, health: cfg.health,
 		unknownSince: map[string]time.Time{}, unknownLast: map[string]time.Time{}}
-	if !cfg.CaseWorker {
+	if !cfg.watching() {
 		return l.run(ctx)
 	}
-	// The case worker stops with the loop, whatever ends it, and Run
-	// returns once both have.
+	// With the watch on, the case worker (casefile.go) writes the context
+	// document of every watch entry. It starts once the loop's start-up
+	// has checked (or created) the topics, stops with the loop, whatever
+	// ends it, and Run returns once both have.
 	caseCtx, stopCase := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		newCaseWorker(&cfg).run(caseCtx)
-	}()
+	l.started = func() {
+		go func() {
+			defer close(done)
+			newCaseWorker(&cfg).run(caseCtx)
+		}()
+	}
 	err = l.run(ctx)
 	stopCase()
-	<-done
+	if l.started == nil {
+		<-done
+	}
 	return err
 }

@@ -23,6 +23,9 @@ type loop struct {
 	// topic was reported unknown (see fetchErrors).
 	unknownSince, unknownLast map[string]time.Time
 	sizer                     *fetchSizer
+	// started, if set, is called once, when the first session has started
+	// (the topics are checked), and then cleared.
+	started func()
 
 	values  [][]byte
 	results []matcher.Result
@@ -59,6 +62,10 @@ func (l *loop) run(ctx context.Context) error {
 			return nil // stopped during start-up
 		}
 		return err
+	}
+	if l.started != nil {
+		l.started()
+		l.started = nil
 	}
 	var backoff time.Duration
 	var fenced fencings

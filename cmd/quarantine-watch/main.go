@@ -217,6 +217,9 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.String(&cfg.TransactionalID, "transactional-id", "", `transactional id: unique per instance, stable across its restarts (default "<group>/<host name>")`)
 	fs.Duration(&cfg.WatchFor, "watch-for", consumer.DefaultWatchFor, "after a quarantine, watch the user this long (event time) and report what it does as post-quarantine findings; the watch entries go to <alerts-topic>.watchlist (compacted), the context documents to <alerts-topic>.context; 0 turns the watch off, and neither topic is needed")
 	fs.Duration(&cfg.ContextLookback, "context-lookback", lookback.DefaultLookback, "the context document's window before the finding, written into each watch entry")
+	lookbackRate := 0
+	fs.Int(&lookbackRate, "lookback-bytes-per-second", consumer.DefaultLookbackBytesPerSecond, "most record bytes per second the case worker's look-backs read from the source topics, so that detection keeps its latency")
+	fs.Int(&cfg.LookbackPartitions, "lookback-partitions", consumer.DefaultLookbackPartitions, "source partitions a look-back reads at once")
 	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the output topics if missing: alerts, dead letters and, with --watch-for, the watchlist (compacted) and context topics")
 	createRF := 0
 	fs.Int(&createRF, "create-topics-replication-factor", 0, "replicas of the topics --create-topics creates (0: min(3, brokers))")
@@ -272,6 +275,13 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if cfg.ContextLookback <= 0 {
 		return fmt.Errorf("run: --context-lookback %v: must be more than 0", cfg.ContextLookback)
+	}
+	if lookbackRate <= 0 {
+		return fmt.Errorf("run: --lookback-bytes-per-second %d: must be more than 0", lookbackRate)
+	}
+	cfg.LookbackBytesPerSecond = int64(lookbackRate)
+	if cfg.LookbackPartitions <= 0 {
+		return fmt.Errorf("run: --lookback-partitions %d: must be more than 0", cfg.LookbackPartitions)
 	}
 	if err := p.apply(ctx, &cfg); err != nil {
 		return err
