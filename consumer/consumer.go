@@ -117,6 +117,9 @@ type Config struct {
 	// committed nothing for this long is not ready; zero means
 	// DefaultStallTimeout.
 	StallTimeout time.Duration
+	// watchExpiryEvery is how often the watchlist loader drops expired
+	// entries; zero means watchExpiryEvery's constant (tests shorten it).
+	watchExpiryEvery time.Duration
 	// unknownTopicGrace is how long a source topic may be reported unknown
 	// before Run gives up on it: a partition just created is unknown to its
 	// leader for a moment.
@@ -433,6 +436,16 @@ func Run(ctx context.Context, c Config) error {
 	cfg.health = newHealth(&cfg)
 	l := &loop{cfg: &cfg, pool: m.NewPool(cfg.Workers), limits: cfg.limits, sizer: cfg.sizer, health: cfg.health,
 		unknownSince: map[string]time.Time{}, unknownLast: map[string]time.Time{}}
+	if cfg.watching() {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		l.watch, l.watchCtx = newWatchLoader(&cfg, m), watchCtx
+		defer func() {
+			stopWatch()
+			if l.watch.started {
+				<-l.watch.done
+			}
+		}()
+	}
 	if !cfg.watching() {
 		return l.run(ctx)
 	}

@@ -14,11 +14,15 @@ import (
 )
 
 type loop struct {
-	cfg    *Config
-	sess   *kgo.GroupTransactSession
-	pool   *matcher.Pool
-	limits *outputLimits
-	health *health
+	cfg  *Config
+	sess *kgo.GroupTransactSession
+	pool *matcher.Pool
+	// watch loads the watchlist into the pool's matcher; nil when the
+	// watch is off. watchCtx bounds its life (Run's).
+	watch    *watchLoader
+	watchCtx context.Context
+	limits   *outputLimits
+	health   *health
 	// unknownSince and unknownLast: since when, and when last, each source
 	// topic was reported unknown (see fetchErrors).
 	unknownSince, unknownLast map[string]time.Time
@@ -66,6 +70,14 @@ func (l *loop) run(ctx context.Context) error {
 	if l.started != nil {
 		l.started()
 		l.started = nil
+	}
+	if l.watch != nil {
+		// After the start-up, which checks (or creates) the topic, and
+		// before the first poll: see watchLoader.
+		if err := l.watch.start(l.watchCtx); err != nil || ctx.Err() != nil {
+			l.finish(sess, false)
+			return err
+		}
 	}
 	var backoff time.Duration
 	var fenced fencings

@@ -51,7 +51,8 @@ func (l *loop) startSession(ctx context.Context) (*kgo.GroupTransactSession, err
 	// Ready once started, in the group and not stalled: not before the
 	// start-up checks, which can still fail.
 	l.health.lastCommit.Store(time.Now().UnixNano())
-	cfg.Metrics.SetReady(func() bool { return l.health.ready(sess.Client()) })
+	// With the watch on, not before the watchlist is loaded either.
+	cfg.Metrics.SetReady(func() bool { return (l.watch == nil || l.watch.ready()) && l.health.ready(sess.Client()) })
 	return sess, nil
 }
 

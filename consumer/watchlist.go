@@ -1,11 +1,16 @@
 package consumer
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
 	"github.com/quarantine-watch/quarantine-watch/producer"
@@ -84,4 +89,323 @@ func (e *tooLargeError) Error() string {
 // watchEntry is the matcher's view of a watch entry.
 func watchEntry(e producer.WatchEntry) matcher.WatchEntry {
 	return matcher.WatchEntry{Account: e.Account, UserName: e.UserName, OpenedAt: e.OpenedAt, Until: e.Until, AlertID: e.AlertID}
+}
+
+// The loader. Every instance reads the whole watchlist topic, whichever
+// partitions of the sources it owns: the events of a watched user may be
+// on any of them. It reads with a plain client (no group: every instance
+// needs every entry), read_committed (an entry exists once its alert's
+// transaction committed), from the start, and keeps the latest record per
+// key as compaction will: an entry, replaced by a later one for the same
+// user, removed by a tombstone. After each poll that changed the set it
+// hands the matcher a new immutable Watchlist (SetWatchlist swaps it
+// atomically; the hot path takes no lock). Entries whose window has ended,
+// by the detection clock, are dropped on a timer.
+//
+// The loop does not poll before the loader has read the topic up to its
+// last stable offset as of start-up (caughtUp): a restarted instance would
+// otherwise match the first batches without the watches it had, and miss
+// the watched users' events in them.
+
+// Loader timings.
+const (
+	// watchExpiryGrace is how long after its window an entry is kept:
+	// CloudTrail delivers most events within minutes, not all of them.
+	watchExpiryGrace = time.Hour
+	// watchExpiryEvery is how often expired entries are looked for.
+	watchExpiryEvery = time.Minute
+	// watchCatchUpIdle: a loader below its start-up targets whose polls
+	// have returned nothing for this long is at the end all the same (the
+	// records up to a target were compacted away), and says so.
+	watchCatchUpIdle = 10 * time.Second
+	// watchFetchMaxWait is the loader's fetch wait: a new entry arrives
+	// with the broker's answer, whatever the wait, and a short one keeps
+	// the idle rule above quick.
+	watchFetchMaxWait = 500 * time.Millisecond
+)
+
+// watchLoader keeps the current watch entries and the matcher's watchlist.
+type watchLoader struct {
+	cfg     *Config
+	matcher *matcher.Matcher
+	topic   string
+
+	// Owned by run's goroutine.
+	entries map[string]producer.WatchEntry // by key
+	// position is, per partition, the offset after the last record read
+	// (data or control); targets the last stable offsets at start-up.
+	position, targets map[int32]int64
+
+	// started is set by start, on Run's goroutine.
+	started  bool
+	caughtUp chan struct{} // closed once caught up
+	done     chan struct{} // closed when run returns
+	err      error         // why run returned, once done
+}
+
+func newWatchLoader(cfg *Config, m *matcher.Matcher) *watchLoader {
+	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]producer.WatchEntry{},
+		position: map[int32]int64{}, targets: map[int32]int64{}, caughtUp: make(chan struct{}), done: make(chan struct{})}
+}
+
+// loaderClientOpts are the loader client's options: the session's seed
+// brokers, logger and caller's options (TLS, SASL, tuning) from the same
+// Config, and of its own:
+//
+//   - ConsumeTopics with no group: every instance reads every entry.
+//   - ConsumeResetOffset(AtStart): the set is rebuilt from the whole
+//     topic at every start; compaction keeps it small.
+//   - FetchIsolationLevel(ReadCommitted): an entry of an aborted batch
+//     never opened a watch; its replay writes it again.
+//   - KeepControlRecords: the transaction markers move the position to
+//     the last stable offset, which caught-up is measured against.
+//   - FetchMaxWait: see watchFetchMaxWait.
+func loaderClientOpts(cfg *Config) []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumeTopics(cfg.watchlistTopic()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(watchFetchMaxWait),
+	}
+	if cfg.KafkaLogger != nil {
+		opts = append(opts, kgo.WithLogger(kslog.New(cfg.KafkaLogger.With("client", "watchlist-loader"))))
+	}
+	return append(opts, cfg.ClientOpts...)
+}
+
+// start runs the loader until ctx is cancelled, and waits until it has
+// caught up (nil), failed, or ctx is cancelled.
+func (w *watchLoader) start(ctx context.Context) error {
+	w.started = true
+	go func() {
+		defer close(w.done)
+		w.err = w.run(ctx)
+		if w.err != nil && ctx.Err() == nil {
+			w.cfg.Logger.Error("watchlist loader stopped: watches opened from now on are not applied by this instance", "topic", w.topic, "err", w.err)
+		}
+	}()
+	select {
+	case <-w.caughtUp:
+		return nil
+	case <-w.done:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return w.err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// ready reports whether the loader has caught up.
+func (w *watchLoader) ready() bool {
+	select {
+	case <-w.caughtUp:
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *watchLoader) run(ctx context.Context) error {
+	cfg := w.cfg
+	cl, err := kgo.NewClient(loaderClientOpts(cfg)...)
+	if err != nil {
+		return fmt.Errorf("consumer: watchlist loader: creating client: %w", err)
+	}
+	defer cl.Close()
+	if err := w.readTargets(ctx, kadm.NewClient(cl)); err != nil {
+		return err
+	}
+	if w.reached() {
+		w.publish()
+		w.caughtUpNow(0)
+	}
+	expiryEvery := cmp.Or(cfg.watchExpiryEvery, watchExpiryEvery)
+	began := time.Now()
+	idleSince := time.Now()
+	lastExpiry := time.Now()
+	for {
+		timeout := expiryEvery
+		if !w.ready() {
+			timeout = time.Second
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, timeout)
+		fetches := cl.PollFetches(pollCtx)
+		cancel()
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			class, fatal := classifyFetchError(err)
+			cfg.Metrics.FetchErrors.WithLabelValues(class).Inc()
+			log := cfg.Logger.Warn
+			if fatal {
+				log = cfg.Logger.Error
+			}
+			log("watchlist loader: fetch error; retrying", "topic", topic, "partition", partition, "class", class, "err", err)
+		})
+		changed := false
+		n := 0
+		fetches.EachRecord(func(r *kgo.Record) {
+			n++
+			w.position[r.Partition] = max(w.position[r.Partition], r.Offset+1)
+			if !r.Attrs.IsControl() && w.apply(r) {
+				changed = true
+			}
+		})
+		if n > 0 {
+			idleSince = time.Now()
+		}
+		if now := time.Now(); now.Sub(lastExpiry) >= expiryEvery {
+			lastExpiry = now
+			if w.expire() {
+				changed = true
+			}
+		}
+		if !w.ready() {
+			// One watchlist once caught up, not one per poll before; and
+			// handed to the matcher before the loop may poll.
+			reached := w.reached()
+			if !reached && time.Since(idleSince) < watchCatchUpIdle {
+				continue
+			}
+			if !reached {
+				cfg.Logger.Warn("watchlist loader: below the start-up end offsets, but nothing more to read: taking the topic as read (its last records were compacted away)",
+					"topic", w.topic, "position", w.position, "targets", w.targets)
+			}
+			w.expire()
+			w.publish()
+			w.caughtUpNow(time.Since(began))
+			continue
+		}
+		if changed {
+			w.publish()
+		}
+	}
+}
+
+// readTargets reads each partition's start and last stable offsets: the
+// loader has caught up once it has read past every last stable offset.
+func (w *watchLoader) readTargets(ctx context.Context, adm *kadm.Client) error {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		starts, err := adm.ListStartOffsets(ctx, w.topic)
+		var ends kadm.ListedOffsets
+		if err == nil {
+			ends, err = adm.ListCommittedOffsets(ctx, w.topic)
+		}
+		if err == nil {
+			err = errors.Join(starts.Error(), ends.Error())
+		}
+		if err == nil {
+			starts.Each(func(o kadm.ListedOffset) { w.position[o.Partition] = o.Offset })
+			ends.Each(func(o kadm.ListedOffset) { w.targets[o.Partition] = o.Offset })
+			return nil
+		}
+		if isAuthError(err) {
+			return fmt.Errorf("consumer: watchlist loader: listing the offsets of %q: %w", w.topic, err)
+		}
+		w.cfg.Logger.Warn("watchlist loader: listing offsets; retrying", "topic", w.topic, "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (w *watchLoader) reached() bool {
+	for p, target := range w.targets {
+		if w.position[p] < target {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *watchLoader) caughtUpNow(took time.Duration) {
+	w.cfg.Logger.Info("watchlist loaded", "topic", w.topic, "entries", len(w.entries), "took", took.Round(time.Millisecond))
+	w.cfg.Metrics.WatchlistCaughtUp.Set(1)
+	close(w.caughtUp)
+}
+
+// apply applies one record to the entries and reports whether they
+// changed. A record that is not a valid entry is logged, counted and
+// skipped: the topic is written by this service and by operators'
+// tombstones, and nothing on it may stop an instance.
+func (w *watchLoader) apply(r *kgo.Record) bool {
+	if !bytes.HasPrefix(r.Key, []byte(producer.WatchKeyPrefix)) {
+		return false // another kind of state in the same topic
+	}
+	skip := func(err error) bool {
+		w.cfg.Metrics.WatchlistSkipped.Inc()
+		w.cfg.Logger.Warn("watchlist loader: skipping a record that is not a valid watch entry",
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+		return false
+	}
+	if r.Value == nil {
+		if _, _, err := producer.ParseWatchKey(r.Key); err != nil {
+			return skip(err)
+		}
+		_, had := w.entries[string(r.Key)]
+		delete(w.entries, string(r.Key))
+		if had {
+			w.cfg.Logger.Info("watch ended by a tombstone", "key", string(r.Key), "offset", r.Offset)
+		}
+		return had
+	}
+	e, err := producer.DecodeWatchEntry(r.Key, r.Value)
+	if err != nil {
+		return skip(err)
+	}
+	if _, err := matcher.NewWatchlist([]matcher.WatchEntry{watchEntry(e)}); err != nil {
+		return skip(err)
+	}
+	if w.expired(e) {
+		// A replay or an old entry: the latest record wins all the same.
+		_, had := w.entries[string(r.Key)]
+		delete(w.entries, string(r.Key))
+		return had
+	}
+	w.entries[string(r.Key)] = e
+	return true
+}
+
+func (w *watchLoader) expired(e producer.WatchEntry) bool {
+	return e.Until.Add(watchExpiryGrace).Before(w.cfg.Now())
+}
+
+// expire drops the entries whose window has ended, and reports whether
+// any was.
+func (w *watchLoader) expire() bool {
+	dropped := false
+	for k, e := range w.entries {
+		if w.expired(e) {
+			delete(w.entries, k)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// publish hands the matcher the current entries.
+func (w *watchLoader) publish() {
+	list := make([]matcher.WatchEntry, 0, len(w.entries))
+	for _, e := range w.entries {
+		list = append(list, watchEntry(e))
+	}
+	wl, err := matcher.NewWatchlist(list)
+	if err != nil {
+		// Each entry passed NewWatchlist alone, and keys are unique per
+		// (account, lowercase user): this is a bug, not input.
+		w.cfg.Logger.Error("watchlist loader: the matcher refused the watchlist; keeping the previous one", "entries", len(list), "err", err)
+		return
+	}
+	w.matcher.SetWatchlist(wl)
+	w.cfg.Metrics.WatchlistEntries.Set(float64(wl.Len()))
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -14,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/quarantine-watch/quarantine-watch/internal/telemetry"
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
 const (
@@ -324,5 +328,186 @@ func TestWatchEntryInTheAlertsTransaction(t *testing.T) {
 	}
 	if all := len(readTopic(t, brokers, watchlistTopic, false)); all < aborted+1 {
 		t.Errorf("read_uncommitted: %d entries, want the %d aborted and the committed one", all, aborted)
+	}
+}
+
+// watchRecordJSON is a watch entry's value as the plan writes it, by hand.
+func watchRecordJSON(user, opened, until string) []byte {
+	return []byte(`{"schema":1,"account":"123456789012","user_name":"` + user + `","alert_id":"alert-of-` + user +
+		`","rule_id":"0b79f5c0-2c31-4fea-86cd-e62644278205","opened_at":"` + opened + `","until":"` + until +
+		`","source":{"topic":"cloudtrail","partition":0,"offset":1,"timestamp":"` + opened + `"},"lookback":"24h0m0s"}`)
+}
+
+// writeWatchlist writes records to the watchlist in one transaction,
+// committed or aborted.
+func writeWatchlist(t *testing.T, brokers []string, id string, commit bool, recs ...*kgo.Record) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(id), kgo.DefaultProduceTopic(watchlistTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func entryRecord(user, opened, until string) *kgo.Record {
+	return &kgo.Record{Key: []byte("entry/123456789012/" + strings.ToLower(user)), Value: watchRecordJSON(user, opened, until)}
+}
+
+// userEvent is a successful call by IAM user user of account
+// 123456789012 at eventTime.
+func userEvent(user, eventID, eventTime string) []byte {
+	return []byte(`{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","principalId":"AIDAEXAMPLE","arn":"arn:aws:iam::123456789012:user/` + user +
+		`","accountId":"123456789012","accessKeyId":"AKIAIOSFODNN7EXAMPLE","userName":"` + user + `"},"eventTime":"` + eventTime +
+		`","eventSource":"s3.amazonaws.com","eventName":"ListBuckets","awsRegion":"us-east-1","sourceIPAddress":"203.0.113.9",` +
+		`"userAgent":"aws-cli/2.15.0","requestParameters":null,"responseElements":null,"eventID":"` + eventID +
+		`","eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012"}`)
+}
+
+func gaugeValue(t *testing.T, g interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var pb dto.Metric
+	if err := g.Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case pb.Gauge != nil:
+		return pb.Gauge.GetValue()
+	case pb.Counter != nil:
+		return pb.Counter.GetValue()
+	}
+	return -1
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 30 s: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWatchlistLoader: the loader builds the watchlist from the committed
+// records of the topic, the latest per user, without tombstoned, expired,
+// aborted or invalid entries (the invalid one counted), before the
+// instance is ready; the matcher then reports a watched user's calls in
+// the latest entry's window, and nobody else's. While running, an entry
+// whose window ends is dropped on the timer, and a tombstone ends a watch.
+func TestWatchlistLoader(t *testing.T) {
+	cluster := watchCluster(t)
+	brokers := cluster.ListenAddrs()
+	writeWatchlist(t, brokers, "w1", true,
+		entryRecord("alice", "2026-11-20T00:00:00Z", "2026-11-23T00:00:00Z"),
+		entryRecord("Bob", "2026-11-20T00:00:00Z", "2026-11-23T00:00:00Z"),
+		entryRecord("carol", "2026-10-20T00:00:00Z", "2026-10-23T00:00:00Z"), // over
+		&kgo.Record{Key: []byte("entry/123456789012/dave"), Value: []byte("not an entry")},
+		&kgo.Record{Key: []byte("mark/123456789012/alice/cloudtrail/0"), Value: []byte("17")},
+		entryRecord("frank", "2026-11-19T00:00:00Z", "2026-11-22T00:00:00Z"),
+	)
+	writeWatchlist(t, brokers, "w2", false, entryRecord("eve", "2026-11-20T00:00:00Z", "2026-11-23T00:00:00Z"))
+	writeWatchlist(t, brokers, "w3", true,
+		entryRecord("ALICE", "2026-11-21T00:00:00Z", "2026-11-24T00:00:00Z"), // the latest wins
+		&kgo.Record{Key: []byte("entry/123456789012/bob")},                   // a tombstone
+	)
+
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC).UnixNano())
+	cfg := watchConfig(t, brokers, 1)
+	cfg.Now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	cfg.watchExpiryEvery = 50 * time.Millisecond
+	m := startMember(t, cfg)
+	waitReady(t, cfg, m)
+	// Ready means loaded: no waiting for the gauges.
+	if got := gaugeValue(t, cfg.Metrics.WatchlistEntries); got != 2 {
+		t.Errorf("watchlist_entries = %v when ready, want 2 (alice, frank)", got)
+	}
+	if got := gaugeValue(t, cfg.Metrics.WatchlistSkipped); got != 1 {
+		t.Errorf("watchlist_skipped_total = %v, want 1 (dave's)", got)
+	}
+	if got := gaugeValue(t, cfg.Metrics.WatchlistCaughtUp); got != 1 {
+		t.Errorf("watchlist_caught_up = %v when ready, want 1", got)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(sourceTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	events := []struct {
+		user, id, at string
+		finding      bool
+	}{
+		{"alice", "11111111-0000-4000-8000-000000000001", "2026-11-21T06:00:00Z", true},
+		{"alice", "11111111-0000-4000-8000-000000000002", "2026-11-20T12:00:00Z", false}, // the first entry's window only
+		{"bob", "11111111-0000-4000-8000-000000000003", "2026-11-21T06:00:00Z", false},
+		{"carol", "11111111-0000-4000-8000-000000000004", "2026-10-21T06:00:00Z", false},
+		{"eve", "11111111-0000-4000-8000-000000000005", "2026-11-21T06:00:00Z", false},
+		{"dave", "11111111-0000-4000-8000-000000000006", "2026-11-21T06:00:00Z", false},
+		{"frank", "11111111-0000-4000-8000-000000000007", "2026-11-21T06:00:00Z", true},
+	}
+	for _, e := range events {
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: userEvent(e.user, e.id, e.at)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCommitted(t, adminOf(t, brokers), "quarantine-watch", 30*time.Second)
+
+	clock.Store(time.Date(2026, 11, 22, 1, 0, 1, 0, time.UTC).UnixNano()) // frank's window and grace are over
+	waitFor(t, "frank's entry expired (watchlist_entries 1)", func() bool { return gaugeValue(t, cfg.Metrics.WatchlistEntries) == 1 })
+	writeWatchlist(t, brokers, "w4", true, &kgo.Record{Key: []byte("entry/123456789012/alice")})
+	waitFor(t, "alice's entry ended by a tombstone (watchlist_entries 0)", func() bool { return gaugeValue(t, cfg.Metrics.WatchlistEntries) == 0 })
+	late := "11111111-0000-4000-8000-000000000008"
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: userEvent("alice", late, "2026-11-21T07:00:00Z")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adminOf(t, brokers), "quarantine-watch", 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	want := map[string]bool{}
+	for _, e := range events {
+		if e.finding {
+			want[e.id] = true
+		}
+	}
+	got := map[string]int{}
+	for _, r := range readTopic(t, brokers, alertsTopic, true) {
+		if rule := header(r, producer.HeaderRuleID); rule != matcher.PostQuarantineActivityRule.ID {
+			t.Errorf("alert of rule %s, want only %s", rule, matcher.PostQuarantineActivityRule.ID)
+			continue
+		}
+		var doc struct {
+			Event struct {
+				ID string `json:"id"`
+			} `json:"event"`
+		}
+		if err := json.Unmarshal(r.Value, &doc); err != nil {
+			t.Fatal(err)
+		}
+		got[doc.Event.ID]++
+	}
+	for id := range want {
+		if got[id] != 1 {
+			t.Errorf("event %s: %d post-quarantine alerts, want 1", id, got[id])
+		}
+	}
+	for id, n := range got {
+		if !want[id] {
+			t.Errorf("event %s: %d post-quarantine alerts, want none", id, n)
+		}
 	}
 }
