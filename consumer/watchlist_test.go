@@ -2,6 +2,8 @@ package consumer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"sync/atomic"
@@ -333,7 +335,8 @@ func TestWatchEntryInTheAlertsTransaction(t *testing.T) {
 
 // watchRecordJSON is a watch entry's value as the plan writes it, by hand.
 func watchRecordJSON(user, opened, until string) []byte {
-	return []byte(`{"schema":1,"account":"123456789012","user_name":"` + user + `","alert_id":"alert-of-` + user +
+	sum := sha256.Sum256([]byte(user))
+	return []byte(`{"schema":1,"account":"123456789012","user_name":"` + user + `","alert_id":"` + hex.EncodeToString(sum[:]) +
 		`","rule_id":"0b79f5c0-2c31-4fea-86cd-e62644278205","opened_at":"` + opened + `","until":"` + until +
 		`","source":{"topic":"cloudtrail","partition":0,"offset":1,"timestamp":"` + opened + `"},"lookback":"24h0m0s"}`)
 }
@@ -484,6 +487,11 @@ func TestWatchlistLoader(t *testing.T) {
 			want[e.id] = true
 		}
 	}
+	hexSum := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(sum[:])
+	}
+	openedBy := map[string]string{events[0].id: hexSum("ALICE"), events[6].id: hexSum("frank")}
 	got := map[string]int{}
 	for _, r := range readTopic(t, brokers, alertsTopic, true) {
 		if rule := header(r, producer.HeaderRuleID); rule != matcher.PostQuarantineActivityRule.ID {
@@ -494,11 +502,20 @@ func TestWatchlistLoader(t *testing.T) {
 			Event struct {
 				ID string `json:"id"`
 			} `json:"event"`
+			QuarantineWatch struct {
+				Watch struct {
+					AlertID string `json:"alert_id"`
+				} `json:"watch"`
+			} `json:"quarantine_watch"`
 		}
 		if err := json.Unmarshal(r.Value, &doc); err != nil {
 			t.Fatal(err)
 		}
 		got[doc.Event.ID]++
+		// The alert names the watch's opening alert: the latest entry's.
+		if want := openedBy[doc.Event.ID]; doc.QuarantineWatch.Watch.AlertID != want {
+			t.Errorf("event %s: the alert names opening alert %q, want %q", doc.Event.ID, doc.QuarantineWatch.Watch.AlertID, want)
+		}
 	}
 	for id := range want {
 		if got[id] != 1 {

@@ -244,6 +244,36 @@ type ECSQuarantineWatch struct {
 	Target *ECSTarget `json:"target,omitempty"`
 	// Notes tells a responder what to look at first (matcher.Rule.Notes).
 	Notes string `json:"notes,omitempty"`
+	// Watch is the watch a post-quarantine finding is about; absent for
+	// every other rule.
+	Watch *ECSWatch `json:"watch,omitempty"`
+}
+
+// ECSWatch is quarantine_watch.watch.* (and, in OCSF,
+// unmapped.quarantine_watch.watch.*): the watch of a post-quarantine
+// finding (matcher.Finding.Watch). AlertID is the id of the alert that
+// opened it, the key a SIEM joins this alert on to that one and to its
+// context document; ECS has no field for another alert's id (related.*
+// holds hashes, hosts, IPs and users only).
+type ECSWatch struct {
+	AlertID  string `json:"alert_id"`
+	Account  string `json:"account"`
+	UserName string `json:"user_name"`
+	// OpenedAt and Until bound the watch's window of event time,
+	// (OpenedAt, Until], in RFC 3339 UTC.
+	OpenedAt string `json:"opened_at"`
+	Until    string `json:"until"`
+}
+
+// newECSWatch returns the watch of f, nil when f is not a post-quarantine
+// finding.
+func newECSWatch(f *matcher.Finding) *ECSWatch {
+	w := f.Watch
+	if w == nil {
+		return nil
+	}
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	return &ECSWatch{AlertID: w.AlertID, Account: w.Account, UserName: w.UserName, OpenedAt: ts(w.OpenedAt), Until: ts(w.Until)}
 }
 
 // ECSInput is quarantine_watch.source.*: the Kafka record the event was
@@ -322,6 +352,7 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 			InputShape:    f.Shape.String(),
 			Source:        ECSInput{Topic: src.Topic, Partition: src.Partition, Offset: src.Offset, Index: f.Index},
 			Notes:         r.Notes,
+			Watch:         newECSWatch(&f),
 		},
 	}
 	// In UTC, "0000-01-01T00:00:00+01:00" is in year -1, which RFC 3339

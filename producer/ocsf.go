@@ -344,6 +344,9 @@ type OCSFUnmappedQW struct {
 	// InputShape is the delivery shape (matcher.Shape.String()).
 	InputShape string    `json:"input_shape"`
 	Source     OCSFInput `json:"source"`
+	// Watch is the watch a post-quarantine finding is about (see
+	// ECSWatch); absent for every other rule.
+	Watch *ECSWatch `json:"watch,omitempty"`
 }
 
 // OCSFInput is unmapped.quarantine_watch.source.*: the Kafka record the
@@ -419,6 +422,7 @@ func NewOCSFDetectionFinding(f matcher.Finding, src Source, detected time.Time) 
 			SchemaVersion: OCSFSchemaVersion,
 			InputShape:    f.Shape.String(),
 			Source:        OCSFInput{Topic: src.Topic, Partition: src.Partition, Offset: src.Offset, Index: f.Index},
+			Watch:         newECSWatch(&f),
 		}},
 	}
 	if s, ok := ocsfSeverities[r.Severity]; ok {

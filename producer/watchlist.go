@@ -269,6 +269,8 @@ func (e *WatchEntry) validate() error {
 	switch {
 	case len(missing) > 0:
 		return fmt.Errorf("%w: %s empty", ErrBadWatchEntry, strings.Join(missing, ", "))
+	case !isAlertID(e.AlertID):
+		return fmt.Errorf("%w: alert_id %q is not an alert id (64 lowercase hex digits)", ErrBadWatchEntry, e.AlertID)
 	case strings.Contains(e.Account, "/"):
 		return fmt.Errorf("%w: account %q holds a /", ErrBadWatchEntry, e.Account)
 	case e.OpenedAt.IsZero() || e.Until.IsZero():
@@ -282,6 +284,19 @@ func (e *WatchEntry) validate() error {
 		return fmt.Errorf("%w: lookback %v is negative", ErrBadWatchEntry, e.Lookback)
 	}
 	return nil
+}
+
+// isAlertID reports whether s has the form of an alert id (AlertID).
+func isAlertID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // WatchRecord returns the record of entry e, to be produced to topic (the

@@ -146,6 +146,7 @@ func TestDecodeWatchEntryRefuses(t *testing.T) {
 		{name: "schema a string", key: watchKeyGolden, value: edit(`"schema":1`, `"schema":"1"`), want: "not a JSON object"},
 		{name: "no account", key: watchKeyGolden, value: edit(`"account":"123456789012"`, `"account":""`), want: "account empty"},
 		{name: "no alert id", key: watchKeyGolden, value: edit(`"alert_id":"f013`, `"x":"`), want: "alert_id empty"},
+		{name: "alert id not hex", key: watchKeyGolden, value: edit(`"alert_id":"f013`, `"alert_id":"F013`), want: "is not an alert id"},
 		{name: "offset a string", key: watchKeyGolden, value: edit(`"offset":1234`, `"offset":"1234"`), want: "offset"},
 		{name: "negative offset", key: watchKeyGolden, value: edit(`"offset":1234`, `"offset":-1`), want: "negative"},
 		{name: "bad opened_at", key: watchKeyGolden, value: edit(`"opened_at":"2023-11-21T23:23:52Z"`, `"opened_at":"Tuesday"`), want: `opened_at "Tuesday"`},
