@@ -223,6 +223,7 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 		w.cfg.Metrics.Lookbacks.WithLabelValues(outcome).Inc()
 		if outcome == "written" {
 			w.cfg.Metrics.LookbackDuration.Observe(time.Since(began).Seconds())
+			cfg.Logger.Info("case worker: context document written", "alert_id", string(out.Key), "took", time.Since(began).Round(time.Millisecond))
 		}
 	}
 }
@@ -248,6 +249,8 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) (*kgo.Record, str
 	}
 	// An entry's look-back of zero is the service's.
 	lb := cmp.Or(entry.Lookback, w.cfg.ContextLookback, lookback.DefaultLookback)
+	log.Info("case worker: look-back started", "alert_id", entry.AlertID, "account", entry.Account, "user", entry.UserName,
+		"opened_at", entry.OpenedAt, "lookback", lb, "watchlist_offset", rec.Offset)
 	doc, err := w.lookback(ctx, &entry, lb)
 	if err != nil {
 		return nil, "", err
