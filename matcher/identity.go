@@ -53,6 +53,11 @@ import (
 //
 // An identifier of one byte cannot anchor a pair search: with one, every
 // value passes (sound, and slow, which is the price of a one-letter name).
+//
+// The watch after a quarantine (watch.go) searches run-time names too, but
+// not this way: one pass per four anchor pairs would not scale to a
+// thousand watched users, so it anchors on the key the names are read from
+// and proves that search sound on its own.
 
 // IdentityFilter is the prefilter for a set of identifiers; see above. It is
 // immutable and safe for concurrent use.

@@ -40,6 +40,12 @@ import (
 // non-ASCII letters) do not make a record a candidate; an escaped letter of
 // the marker, or an escape that could build one at a deeper level, does.
 //
+// Run-time markers: with a watchlist set (Matcher.SetWatchlist) the
+// prefilter also passes text where a "userName" member may have a watched
+// value. watch.go states that claim and proves it in the same way, with S
+// grown by the names' bytes, the key's letters and the separators between a
+// key and its value; the markers' claim above is unchanged by it.
+//
 // Compressed payloads hide everything, so they are never prefiltered as they
 // are: a value that is gzip, or base64 of gzip, is decompressed first and
 // the prefilter runs on the result. Base64 of gzip always starts with "H4sI"

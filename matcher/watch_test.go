@@ -1,8 +1,13 @@
 package matcher
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -313,4 +318,229 @@ func TestSetWatchlistWhileMatching(t *testing.T) {
 	if seen[0] == 0 || seen[1] == 0 {
 		t.Logf("findings per value seen: %v (the swaps did not interleave with matching)", seen)
 	}
+}
+
+// TestWatchStratus watches the IAM users of Stratus Red Team's detonations
+// in the public corpus (real CloudTrail) and checks every record, in every
+// delivery shape, against findings read by hand from the records: a key or
+// login profile made for a watched user is persistence, a call by the
+// user, or by the federated session it opened, is activity, a call on the
+// user that no rule names (CreateUser, AttachUserPolicy of another policy)
+// and a failed one (DeleteLoginProfile) are nothing.
+func TestWatchStratus(t *testing.T) {
+	wide := func(account, user string) WatchEntry {
+		return WatchEntry{Account: account, UserName: user, OpenedAt: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	}
+	list := mustWatchlist(t,
+		wide("946986569305", "stratus-red-team-backdoor-u-user"),
+		wide("229654561268", "malicious-iam-user"),
+		wide("229654561268", "christophe"),
+		wide("070411556318", "stratus-red-team-login-profile-user"),
+		wide("742491224508", "stratus-red-team-user-federation-user"),
+		wide("763751499319", "STRATUS-RED-TEAM-UPDATE-LOGIN-PROFILE-USER"),
+		wide("562283505220", "stratus-red-team-nmfalu-jfzdtsvchl"),
+	)
+	type want struct{ file, event, rule, user string }
+	wants := []want{
+		{"aws.initial-access.console-login-without-mfa.json", "ConsoleLogin", PostQuarantineActivityRule.Key, "stratus-red-team-nmfalu-jfzdtsvchl"},
+		{"aws.persistence.iam-backdoor-user.json", "CreateAccessKey", PostQuarantinePersistenceRule.Key, "stratus-red-team-backdoor-u-user"},
+		{"aws.persistence.iam-create-admin-user.json", "AttachUserPolicy", PostQuarantineActivityRule.Key, "christophe"},
+		{"aws.persistence.iam-create-admin-user.json", "CreateAccessKey", PostQuarantinePersistenceRule.Key, "christophe"},
+		{"aws.persistence.iam-create-admin-user.json", "CreateAccessKey", PostQuarantinePersistenceRule.Key, "malicious-iam-user"},
+		{"aws.persistence.iam-create-admin-user.json", "CreateUser", PostQuarantineActivityRule.Key, "christophe"},
+		{"aws.persistence.iam-create-user-login-profile.json", "CreateLoginProfile", PostQuarantinePersistenceRule.Key, "stratus-red-team-login-profile-user"},
+		{"aws.persistence.sts-federation-token.json", "GetCallerIdentity", PostQuarantineActivityRule.Key, "stratus-red-team-user-federation-user"},
+		{"aws.persistence.sts-federation-token.json", "GetFederationToken", PostQuarantineActivityRule.Key, "stratus-red-team-user-federation-user"},
+		{"aws.privilege-escalation.iam-update-user-login-profile.json", "UpdateLoginProfile", PostQuarantinePersistenceRule.Key, "stratus-red-team-update-login-profile-user"},
+	}
+	for _, validate := range []bool{false, true} {
+		m := mustNew(t, Config{Rules: AllRules, Validate: validate})
+		m.SetWatchlist(list)
+		s := m.NewScanner()
+		for _, shape := range corpusShapes {
+			var got []want
+			for _, r := range loadCorpus(t) {
+				v := shape.wrap(r.raw)
+				res := s.Match(v, nil)
+				if res.Err != nil {
+					t.Fatalf("%s, %s: %v", r.source, shape.name, res.Err)
+				}
+				if ref, _ := reference(v, m); !slices.Equal(ref, findingsOf(res)) {
+					t.Fatalf("%s, %s: reference %v, fast path %v", r.source, shape.name, ref, findingsOf(res))
+				}
+				for _, f := range res.Findings {
+					if f.Watch == nil {
+						continue
+					}
+					file, _, _ := strings.Cut(r.source, " ")
+					got = append(got, want{strings.TrimPrefix(file, "stratus/"), f.Event.EventName, f.Rule.Key, strings.ToLower(f.Watch.UserName)})
+				}
+			}
+			slices.SortFunc(got, func(a, b want) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+			if !slices.Equal(got, wants) {
+				t.Errorf("validate %v, %s:\n got %v\nwant %v", validate, shape.name, got, wants)
+			}
+		}
+	}
+}
+
+// referenceWatchSelects is the decode-everything reference of the watch's
+// prefilter, sharing nothing with it: encoding/json decodes the whole text,
+// and it selects the text when some object, at any depth, has a member
+// "userName" whose value is a string equal to a watched name up to ASCII
+// case; a string that is JSON (after trimming white space) is decoded and
+// searched the same way, and one that is base64 of gzip is inflated and
+// searched.
+func referenceWatchSelects(text []byte, names []string, depth int) bool {
+	if depth > 8 {
+		return false
+	}
+	var doc any
+	if json.Unmarshal(text, &doc) != nil {
+		return false
+	}
+	var walk func(v any) bool
+	str := func(s string) bool {
+		t := strings.TrimSpace(s)
+		if strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[") {
+			return referenceWatchSelects([]byte(t), names, depth+1)
+		}
+		if raw, err := base64.StdEncoding.DecodeString(t); err == nil {
+			if zr, err := gzip.NewReader(bytes.NewReader(raw)); err == nil {
+				if inflated, err := io.ReadAll(zr); err == nil {
+					return referenceWatchSelects(inflated, names, depth+1)
+				}
+			}
+		}
+		return false
+	}
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			return str(v)
+		case map[string]any:
+			for k, x := range v {
+				if s, ok := x.(string); ok && k == "userName" && slices.ContainsFunc(names, func(n string) bool { return refASCIILower(n) == refASCIILower(s) }) {
+					return true
+				}
+				if str(k) || walk(x) {
+					return true
+				}
+			}
+		case []any:
+			for _, x := range v {
+				if walk(x) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(doc)
+}
+
+// watchFilterNames are FuzzWatchFilter's names: the planted user, names of
+// one letter that are also the letters of whitespace escapes, and IAM's
+// punctuation.
+var watchFilterNames = []string{"ledger-sync", "t", "N", "r", "Alice.B@example.com", "a+b=c,d_e"}
+
+func TestWatchFilter(t *testing.T) {
+	list := make([]WatchEntry, len(watchFilterNames))
+	for i, n := range watchFilterNames {
+		list[i] = watchFor("123456789012", n)
+	}
+	p := newPrefilter([][]byte{[]byte(quarantineMarker)}, mustWatchlist(t, list...))
+	// A tab between the key and the value two levels down, whose escape's
+	// letter is itself escaped at the top: `\\\u0074` is `\t` one level
+	// down, a tab the next. Neither the name nor the marker holds a 't'
+	// (the set of suspect bytes must have it all the same).
+	twoDown := `{"m":` + strconvQuote(`{"x":`+strconvQuote("{\"userName\":\t\"bob\"}")+`}`) + `}`
+	if !strings.Contains(twoDown, `\\t`) {
+		t.Fatalf("%s holds no escaped tab", twoDown)
+	}
+	twoDown = strings.Replace(twoDown, `\\t`, `\\\u0074`, 1)
+	bob := newPrefilter([][]byte{[]byte("ZZ")}, mustWatchlist(t, watchFor("123456789012", "bob")))
+	if !referenceWatchSelects([]byte(twoDown), []string{"bob"}, 0) || !bob.mayMatch([]byte(twoDown)) || !bob.mayMatchSlow([]byte(twoDown)) {
+		t.Errorf("%s: the reference selects %v, mayMatch %v, mayMatchSlow %v; want all true", twoDown,
+			referenceWatchSelects([]byte(twoDown), []string{"bob"}, 0), bob.mayMatch([]byte(twoDown)), bob.mayMatchSlow([]byte(twoDown)))
+	}
+	for _, c := range []struct {
+		name, text string
+		want       bool
+	}{
+		{"another user", `{"userIdentity":{"userName":"ops-admin"}}`, false},
+		{"the user", `{"userIdentity":{"userName":"ledger-sync"}}`, true},
+		{"another case", `{"userIdentity":{"userName":"LEDGER-Sync"}}`, true},
+		{"white space around the colon", "{\"userName\" :\t\r\n \"ledger-sync\"}", true},
+		{"a longer name", `{"userName":"ledger-sync-old"}`, false},
+		{"a shorter name", `{"userName":"ledger-syn"}`, false},
+		{"the name under another key", `{"roleName":"ledger-sync"}`, false},
+		{"the name in a message", `{"message":"{\"userName\":\"ledger-sync\"}"}`, true},
+		{"a one-letter name in a message after an escaped tab", `{"message":"{\"userName\":\t\"t\"}"}`, true},
+		{"a one-letter name two levels down after an escaped newline", `{"message":"{\"m\":\"{\\\"userName\\\":\\n\\\"N\\\"}\"}"}`, true},
+		{"a letter of the name escaped", `{"userName":"\u006cedger-sync"}`, true},
+		{"an escape of a letter no name has", `{"userName":"\u0071"}`, false},
+		{"the key's letter escaped", `{"user\u004eame":"ledger-sync"}`, true},
+		{"the colon escaped", `{"message":"{\"userName\"\u003a\"ledger-sync\"}"}`, true},
+		{"the quote escaped by its code point", `{"message":"{\"userName\":\u0022ledger-sync\"}"}`, true},
+		{"'=' escaped in a name", `{"userName":"a+b\u003dc,d_e"}`, true},
+		{"the punctuation", `{"userName":"alice.b@EXAMPLE.com"}`, true},
+	} {
+		b := []byte(c.text)
+		if got := p.mayMatch(b); got != c.want {
+			t.Errorf("%s: mayMatch(%s) = %v, want %v", c.name, c.text, got, c.want)
+		}
+		if got := p.mayMatchSlow(b); got != c.want {
+			t.Errorf("%s: mayMatchSlow(%s) = %v, want %v", c.name, c.text, got, c.want)
+		}
+		if referenceWatchSelects(b, watchFilterNames, 0) && !p.mayMatch(b) {
+			t.Errorf("%s: the reference selects %s, the prefilter rejects it", c.name, c.text)
+		}
+	}
+}
+
+// FuzzWatchFilter holds the watch's prefilter to the decode-everything
+// reference (it never rejects text the reference selects) and its one-pass
+// search to the search one key at a time (mayMatchSlow), with the default
+// rule's markers (one group of anchors) and every rule's (two).
+func FuzzWatchFilter(f *testing.F) {
+	for _, s := range []string{
+		`{"userIdentity":{"type":"IAMUser","userName":"ledger-sync"}}`, `{"userName":"\u006cedger-sync"}`,
+		`{"message":"{\"userName\":\t\"t\"}"}`, `{"message":"{\"m\":\"{\\\"userName\\\":\\n\\\"N\\\"}\"}"}`,
+		`{"user\u004eame":"r"}`, `{"userName" : "Alice.B@example.com"}`, `{"userName":"a+b\u003dc,d_e"}`,
+		`{"message":"{\"userName\"\u003a\"ledger-sync\"}"}`, `{"a":"H4sI"}`, `{"userName":"AWSCompromisedKeyQuarantine"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	for _, r := range loadCorpus(f)[:100] {
+		f.Add(r.raw)
+	}
+	list := make([]WatchEntry, len(watchFilterNames))
+	for i, n := range watchFilterNames {
+		list[i] = watchFor("123456789012", n)
+	}
+	w := mustWatchlist(f, list...)
+	one := newPrefilter([][]byte{[]byte(quarantineMarker)}, w)
+	all := newPrefilter([][]byte{[]byte(quarantineMarker), []byte(legacyMarker), []byte("ZeroTrustBoundary-Jx")}, w)
+	if len(one.groups) != 1 || len(all.groups) != 2 {
+		f.Fatalf("%d and %d groups of anchors, want 1 and 2", len(one.groups), len(all.groups))
+	}
+	// A marker and a name with few letters, so that the suspect set holds
+	// little beyond what the argument puts in it.
+	bare := newPrefilter([][]byte{[]byte("ZZ")}, mustWatchlist(f, watchFor("123456789012", "bob")))
+	f.Add([]byte(`{"m":"{\"x\":\"{\\\"userName\\\":\\\u0074\\\"bob\\\"}\"}"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, c := range []struct {
+			p     *prefilter
+			names []string
+		}{{&one, watchFilterNames}, {&all, watchFilterNames}, {&bare, []string{"bob"}}} {
+			got := c.p.mayMatch(b)
+			if slow := c.p.mayMatchSlow(b); got != slow {
+				t.Fatalf("mayMatch(%q) = %v, the searches one by one say %v", b, got, slow)
+			}
+			if !got && referenceWatchSelects(b, c.names, 0) {
+				t.Fatalf("the reference selects %q, the prefilter (%v) rejects it", b, c.names)
+			}
+		}
+	})
 }
