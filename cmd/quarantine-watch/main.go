@@ -43,6 +43,9 @@ Usage:
   quarantine-watch run [flags]          consume a topic, write findings to an alerts topic
   quarantine-watch demo [flags]         the same pipeline on an in-process Kafka with generated traffic
   quarantine-watch scan [flags] FILE... evaluate files offline ("-" is stdin)
+  quarantine-watch watchlist list       list the watched users (the watchlist topic's entries)
+  quarantine-watch watchlist end ACCOUNT USER
+                                        end a user's watch (writes its tombstone)
   quarantine-watch version
 
 Run "quarantine-watch COMMAND -h" for a command's flags. Every flag can also
@@ -66,6 +69,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "scan":
 		err = runScan(rest, stdin, stdout, stderr)
+	case "watchlist":
+		err = runWatchlist(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "quarantine-watch", versionString())
 	case "help", "-h", "--help":
@@ -102,6 +107,20 @@ func versionString() string {
 		return bi.Main.Version
 	}
 	return "devel"
+}
+
+// registerSecurity declares the flags of the connection's security, which
+// run and watchlist share.
+func registerSecurity(fs *cli.FlagSet, sec *kafkaopts.Security) {
+	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
+	fs.String(&sec.TLSCAFile, "tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")
+	fs.String(&sec.TLSCertFile, "tls-cert-file", "", "PEM client certificate, for mutual TLS")
+	fs.String(&sec.TLSKeyFile, "tls-key-file", "", "PEM key of --tls-cert-file")
+	fs.String(&sec.TLSServerName, "tls-server-name", "", "name to verify in the brokers' certificates (default: the broker's host)")
+	fs.Bool(&sec.TLSInsecureSkipVerify, "tls-insecure-skip-verify", false, "INSECURE: accept any broker certificate; for tests only")
+	fs.String(&sec.SASLMechanism, "sasl-mechanism", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM (credentials from the AWS default chain)")
+	fs.String(&sec.SASLUsername, "sasl-username", "", "SASL user")
+	fs.Secret(&sec.SASLPassword, "sasl-password", "SASL password; never printed (prefer the environment or a config file readable by this user only: the command line is visible to every user of the machine)")
 }
 
 // pipelineFlags are the flags that run and demo share.
@@ -234,15 +253,7 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Int(&fetchBytes, "fetch-max-partition-bytes", 0, "most compressed bytes one fetch returns per partition (0: 1 MiB; less when the memory budget, GOMEMLIMIT, needs it)")
 	fs.Bool(&cfg.TransactionsV2, "transactions-v2", true, "use Kafka's transactions v2 (KIP-890: a new producer epoch per transaction, so a request delivered late cannot commit or abort a later transaction) where the brokers enable it; =false speaks v1 to every broker")
 	var sec kafkaopts.Security
-	fs.Bool(&sec.TLS, "tls", false, "connect to the brokers with TLS")
-	fs.String(&sec.TLSCAFile, "tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates (default: the system's)")
-	fs.String(&sec.TLSCertFile, "tls-cert-file", "", "PEM client certificate, for mutual TLS")
-	fs.String(&sec.TLSKeyFile, "tls-key-file", "", "PEM key of --tls-cert-file")
-	fs.String(&sec.TLSServerName, "tls-server-name", "", "name to verify in the brokers' certificates (default: the broker's host)")
-	fs.Bool(&sec.TLSInsecureSkipVerify, "tls-insecure-skip-verify", false, "INSECURE: accept any broker certificate; for tests only")
-	fs.String(&sec.SASLMechanism, "sasl-mechanism", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM (credentials from the AWS default chain)")
-	fs.String(&sec.SASLUsername, "sasl-username", "", "SASL user")
-	fs.Secret(&sec.SASLPassword, "sasl-password", "SASL password; never printed (prefer the environment or a config file readable by this user only: the command line is visible to every user of the machine)")
+	registerSecurity(fs, &sec)
 	p.register(fs)
 	fs.String(&p.metricsAddr, "metrics-addr", ":9090", `address of /metrics, /healthz and /readyz ("" turns them off)`)
 	fs.Bool(&p.pprof, "pprof", false, "serve /debug/pprof/ on the metrics address")
