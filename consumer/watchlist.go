@@ -131,7 +131,7 @@ type watchLoader struct {
 	topic   string
 
 	// Owned by run's goroutine.
-	entries map[string]producer.WatchEntry // by key
+	entries map[string]loadedEntry // by key
 	// position is, per partition, the offset after the last record read
 	// (data or control); targets the last stable offsets at start-up.
 	position, targets map[int32]int64
@@ -144,7 +144,7 @@ type watchLoader struct {
 }
 
 func newWatchLoader(cfg *Config, m *matcher.Matcher) *watchLoader {
-	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]producer.WatchEntry{},
+	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]loadedEntry{},
 		position: map[int32]int64{}, targets: map[int32]int64{}, caughtUp: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -366,18 +366,35 @@ func (w *watchLoader) apply(r *kgo.Record) bool {
 	if _, err := matcher.NewWatchlist([]matcher.WatchEntry{watchEntry(e)}); err != nil {
 		return skip(err)
 	}
-	if w.expired(e) {
-		// A replay or an old entry: the latest record wins all the same.
+	le := loadedEntry{WatchEntry: e, written: r.Timestamp}
+	if w.expired(le) {
+		// An old entry: the latest record wins all the same.
 		_, had := w.entries[string(r.Key)]
 		delete(w.entries, string(r.Key))
 		return had
 	}
-	w.entries[string(r.Key)] = e
+	w.entries[string(r.Key)] = le
 	return true
 }
 
-func (w *watchLoader) expired(e producer.WatchEntry) bool {
-	return e.Until.Add(watchExpiryGrace).Before(w.cfg.Now())
+// loadedEntry is a watch entry and when it was written (its record's
+// timestamp).
+type loadedEntry struct {
+	producer.WatchEntry
+	written time.Time
+}
+
+// expired reports whether an entry's watch is over: its event-time window
+// has ended, and as long a time has passed since it was written. The second
+// keeps the watch of a quarantine found in old events (a group reading a
+// topic's retention from the start, a replay) for the events of its window
+// read after it, which the detection clock alone would drop at once.
+func (w *watchLoader) expired(e loadedEntry) bool {
+	end := e.Until
+	if lasts := e.written.Add(e.Until.Sub(e.OpenedAt)); lasts.After(end) {
+		end = lasts
+	}
+	return end.Add(watchExpiryGrace).Before(w.cfg.Now())
 }
 
 // expire drops the entries whose window has ended, and reports whether
@@ -397,7 +414,7 @@ func (w *watchLoader) expire() bool {
 func (w *watchLoader) publish() {
 	list := make([]matcher.WatchEntry, 0, len(w.entries))
 	for _, e := range w.entries {
-		list = append(list, watchEntry(e))
+		list = append(list, watchEntry(e.WatchEntry))
 	}
 	wl, err := matcher.NewWatchlist(list)
 	if err != nil {

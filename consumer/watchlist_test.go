@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -363,8 +364,14 @@ func writeWatchlist(t *testing.T, brokers []string, id string, commit bool, recs
 	}
 }
 
+// entryRecord is user's watch entry, written when it was opened, as a
+// live stream's finding writes it.
 func entryRecord(user, opened, until string) *kgo.Record {
-	return &kgo.Record{Key: []byte("entry/123456789012/" + strings.ToLower(user)), Value: watchRecordJSON(user, opened, until)}
+	written, err := time.Parse(time.RFC3339, opened)
+	if err != nil {
+		panic(err)
+	}
+	return &kgo.Record{Key: []byte("entry/123456789012/" + strings.ToLower(user)), Value: watchRecordJSON(user, opened, until), Timestamp: written}
 }
 
 // userEvent is a successful call by IAM user user of account
@@ -526,5 +533,47 @@ func TestWatchlistLoader(t *testing.T) {
 		if !want[id] {
 			t.Errorf("event %s: %d post-quarantine alerts, want none", id, n)
 		}
+	}
+}
+
+// TestWatchOfOldEventsOpenedNow: a group that reads a topic's retention
+// from the start (a new deployment, a replay) finds quarantines whose event
+// time is days old. The watch it opens covers the user's events in its
+// event-time window, which are read right after; dropping the entry because
+// that window ended before the wall clock's now would miss every one of
+// them. An entry lasts its window's length from when it was written.
+func TestWatchOfOldEventsOpenedNow(t *testing.T) {
+	cluster := watchCluster(t)
+	brokers := cluster.ListenAddrs()
+	opened := entryRecord("alice", "2024-11-20T00:00:00Z", "2024-11-23T00:00:00Z")
+	opened.Timestamp = time.Now()
+	writeWatchlist(t, brokers, "w1", true, opened)
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	waitReady(t, cfg, m)
+	if got := gaugeValue(t, cfg.Metrics.WatchlistEntries); got != 1 {
+		t.Errorf("watchlist_entries = %v when ready, want 1: alice's watch, opened now over a 2024 window", got)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(sourceTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	id := "11111111-0000-4000-8000-00000000000a"
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: userEvent("alice", id, "2024-11-21T06:00:00Z")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adminOf(t, brokers), "quarantine-watch", 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, r := range readTopic(t, brokers, alertsTopic, true) {
+		if header(r, producer.HeaderRuleID) == matcher.PostQuarantineActivityRule.ID && bytes.Contains(r.Value, []byte(id)) {
+			found++
+		}
+	}
+	if found != 1 {
+		t.Errorf("%d post-quarantine findings of alice's call in the watch's window, want 1", found)
 	}
 }
