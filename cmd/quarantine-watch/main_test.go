@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
 	"github.com/quarantine-watch/quarantine-watch/matcher"
 )
 
@@ -27,23 +29,45 @@ func runCmd(t *testing.T, stdin string, args ...string) (code int, stdout, stder
 func eventIDs(t *testing.T, stdout string) []string {
 	t.Helper()
 	var ids []string
+	for _, d := range demoDocs(t, stdout) {
+		if d.Event.Kind != "alert" || d.Rule.ID != matcher.ElasticQuarantineRule.ID {
+			t.Fatalf("not an alert of the rule: %s", d.line)
+		}
+		ids = append(ids, d.Event.ID)
+	}
+	return ids
+}
+
+// demoDoc is what the tests read of a line the demo or scan prints.
+type demoDoc struct {
+	Event struct{ Kind, ID string }
+	Rule  struct{ ID string }
+	// QuarantineWatch: the alert's id; Watch, of a post-quarantine
+	// finding, the id of the alert that opened the watch.
+	QuarantineWatch struct {
+		AlertID string `json:"alert_id"`
+		Watch   *struct {
+			AlertID string `json:"alert_id"`
+		} `json:"watch"`
+	} `json:"quarantine_watch"`
+	line string
+}
+
+func demoDocs(t *testing.T, stdout string) []demoDoc {
+	t.Helper()
+	var docs []demoDoc
 	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
 		if line == "" {
 			continue
 		}
-		var doc struct {
-			Event struct{ Kind, ID string }
-			Rule  struct{ ID string }
-		}
-		if err := json.Unmarshal([]byte(line), &doc); err != nil {
+		var d demoDoc
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
 			t.Fatalf("stdout line is not JSON: %v\n%s", err, line)
 		}
-		if doc.Event.Kind != "alert" || doc.Rule.ID != matcher.ElasticQuarantineRule.ID {
-			t.Fatalf("not an alert of the rule: %s", line)
-		}
-		ids = append(ids, doc.Event.ID)
+		d.line = line
+		docs = append(docs, d)
 	}
-	return ids
+	return docs
 }
 
 func TestScanSamples(t *testing.T) {
@@ -186,25 +210,105 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestDemo runs the embedded default as a new user does, for a few seconds.
+// TestDemo runs the embedded default as a new user does, for a few seconds:
+// every alert printed once, and context documents and post-quarantine
+// findings only for alerts it printed.
 func TestDemo(t *testing.T) {
 	code, stdout, stderr := runCmd(t, "", "demo", "--duration", "4s", "--rate", "3000", "--quarantine-rate", "0.005", "--log-level", "error")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	ids := eventIDs(t, stdout)
-	if len(ids) == 0 {
+	alerts := map[string]bool{} // alert ids of the Elastic rule's alerts
+	seen := map[string]bool{}   // every document's alert id
+	var contexts, posts []demoDoc
+	for _, d := range demoDocs(t, stdout) {
+		switch {
+		case d.Event.Kind == "enrichment":
+			contexts = append(contexts, d)
+			continue
+		case d.Event.Kind != "alert":
+			t.Fatalf("neither an alert nor a context document: %s", d.line)
+		case d.QuarantineWatch.Watch != nil:
+			posts = append(posts, d)
+		case d.Rule.ID == matcher.ElasticQuarantineRule.ID:
+			alerts[d.QuarantineWatch.AlertID] = true
+		default:
+			t.Fatalf("an alert of a rule the demo does not run: %s", d.line)
+		}
+		if seen[d.QuarantineWatch.AlertID] {
+			t.Errorf("alert %s printed twice", d.QuarantineWatch.AlertID)
+		}
+		seen[d.QuarantineWatch.AlertID] = true
+	}
+	if len(alerts) == 0 {
 		t.Fatalf("no findings printed; stderr:\n%s", stderr)
 	}
-	seen := map[string]bool{}
-	for _, id := range ids {
-		if seen[id] {
-			t.Errorf("finding %s printed twice", id)
+	for _, d := range contexts {
+		if !alerts[d.QuarantineWatch.AlertID] {
+			t.Errorf("a context document for alert %s, which was not printed", d.QuarantineWatch.AlertID)
 		}
-		seen[id] = true
+	}
+	for _, d := range posts {
+		if !alerts[d.QuarantineWatch.Watch.AlertID] {
+			t.Errorf("a post-quarantine finding of the watch opened by alert %s, which was not printed", d.QuarantineWatch.Watch.AlertID)
+		}
 	}
 	if !strings.Contains(stderr, "records produced") || !strings.Contains(stderr, "findings") {
 		t.Errorf("no summary on stderr:\n%s", stderr)
+	}
+}
+
+// TestDemoTellsTheCase: the demo's planted case, as its plan says
+// (cloudtrailgen's PlantCase and Aftermath, seed 1): the quarantine's
+// alert, then its context document, then a post-quarantine finding for
+// each aftermath event the plan makes one, once, and none for the denied
+// calls, on stdout; the story in that order on stderr.
+func TestDemoTellsTheCase(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "", "demo", "--duration", "15s", "--rate", "1000", "--log-level", "error", "--progress", "0")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	planted := cloudtrailgen.PlantCase(cloudtrailgen.CaseConfig{Seed: 1})
+	var alertID string
+	byEvent := map[string]int{}
+	contexts := map[string]int{}
+	docs := demoDocs(t, stdout)
+	for _, d := range docs {
+		if d.Event.ID == planted.QuarantineEventID && d.QuarantineWatch.Watch == nil {
+			alertID = d.QuarantineWatch.AlertID
+		}
+	}
+	if alertID == "" {
+		t.Fatalf("no alert of the planted quarantine (event %s); stderr:\n%s", planted.QuarantineEventID, stderr)
+	}
+	for _, d := range docs {
+		switch {
+		case d.Event.Kind == "enrichment":
+			contexts[d.QuarantineWatch.AlertID]++
+		case d.QuarantineWatch.Watch != nil && d.QuarantineWatch.Watch.AlertID == alertID:
+			byEvent[d.Event.ID]++
+		}
+	}
+	if contexts[alertID] != 1 {
+		t.Errorf("%d context documents of the case's alert, want 1", contexts[alertID])
+	}
+	for _, e := range planted.Aftermath(1) {
+		want := 0
+		if e.Rule != "" {
+			want = 1
+		}
+		if got := byEvent[e.EventID]; got != want {
+			t.Errorf("aftermath %s at %s (plan: %q): %d post-quarantine findings, want %d", e.Name, e.Time.Format(time.RFC3339), e.Rule, got, want)
+		}
+	}
+	story := []string{"demo: case: 1. the alert " + alertID, "demo: case: 2. its context document", "demo: case: 3. post-quarantine finding"}
+	at := 0
+	for i, line := range story {
+		j := strings.Index(stderr[at:], line)
+		if j < 0 {
+			t.Fatalf("the story on stderr lacks %q after its step %d:\n%s", line, i, stderr)
+		}
+		at += j
 	}
 }
 

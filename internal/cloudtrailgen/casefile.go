@@ -32,6 +32,7 @@ const (
 	caseKey2     = "AKIA0LEDGERSYNC00002" // created for the user by ops-admin
 	caseKey3     = "ASIA0LEDGERSYNC00003" // a federation token the user minted
 	caseKey4     = "AKIA0LEDGERSYNC00004" // created by the user for itself
+	caseKey5     = "AKIA0LEDGERSYNC00005" // created for the user by ops-admin after the quarantine
 	caseAdminKey = "AKIA0OPSADMIN0000009"
 	caseDecoyKey = "AKIA0LEDGERSYNC0OLD1"
 	caseIP1      = "203.0.113.77"
@@ -379,4 +380,49 @@ func caseValue(gen *Generator, shape Shape, rec []byte, at time.Time) []byte {
 		return z.Bytes()
 	}
 	return rec
+}
+
+// AftermathEvent is one planted event after a case's quarantine: its
+// record value, and the post-quarantine rule the plan says it is a finding
+// of ("" when it is none).
+type AftermathEvent struct {
+	Value   []byte
+	EventID string
+	Time    time.Time
+	Name    string // eventName
+	Rule    string // the rule's key, as docs/rules.md names it
+}
+
+// Aftermath is the case's second act, for the demo: what the user does, and
+// what is done to it, in the quarter hour after the quarantine. The user
+// still lists buckets with the exposed key (a call the quarantine policy
+// allows: activity), tries to make itself a key and to detach the policy
+// (both denied: no finding, the quarantine doing its job), then ops-admin
+// makes the user a new key (a credential that survives the rotation:
+// persistence) and detaches the quarantine policy (defense evasion). Each
+// value is a plain CloudTrail record.
+func (c *Case) Aftermath(seed int64) []AftermathEvent {
+	m := time.Minute
+	user := map[string]any{"userName": CaseUserName}
+	quarantine := map[string]any{"userName": CaseUserName, "policyArn": QuarantinePolicyARNs[1]}
+	steps := []struct {
+		step caseStep
+		rule string
+	}{
+		{caseStep{off: 2 * m, source: "s3", name: "ListBuckets", region: "us-east-1", ip: caseIP2, ua: caseUA2, actor: "user:" + caseKey1}, "post-quarantine-activity"},
+		{caseStep{off: 4 * m, source: "iam", name: "CreateAccessKey", region: "us-east-1", ip: caseIP2, ua: caseUA2, actor: "user:" + caseKey1, params: user, errCode: "AccessDenied"}, ""},
+		{caseStep{off: 6 * m, source: "iam", name: "DetachUserPolicy", region: "us-east-1", ip: caseIP2, ua: caseUA2, actor: "user:" + caseKey1, params: quarantine, errCode: "AccessDenied"}, ""},
+		{caseStep{off: 8 * m, source: "iam", name: "CreateAccessKey", region: "us-east-1", ip: caseAdminIP, ua: caseAdminUA, actor: "admin", params: user,
+			resp: map[string]any{"accessKey": map[string]any{"accessKeyId": caseKey5, "status": "Active", "userName": CaseUserName}}}, "post-quarantine-persistence"},
+		{caseStep{off: 11 * m, source: "iam", name: "DetachUserPolicy", region: "us-east-1", ip: caseAdminIP, ua: caseAdminUA, actor: "admin", params: quarantine}, "post-quarantine-defense-evasion"},
+	}
+	ids := rand.NewPCG(uint64(seed), 0xaf7e4a7)
+	out := make([]AftermathEvent, 0, len(steps))
+	for _, s := range steps {
+		at := c.QuarantineTime.Add(s.step.off)
+		e := plannedEvent{id: string(appendUUID(nil, ids)), at: at, source: s.step.source + ".amazonaws.com", name: s.step.name,
+			region: s.step.region, ip: s.step.ip, ua: s.step.ua, error: s.step.errCode}
+		out = append(out, AftermathEvent{Value: caseRecord(s.step, e), EventID: e.id, Time: at, Name: s.step.name, Rule: s.rule})
+	}
+	return out
 }

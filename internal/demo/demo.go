@@ -1,8 +1,13 @@
 // Package demo runs quarantine-watch with nothing around it: an in-process
 // Kafka (franz-go's kfake), a generator of realistic CloudTrail traffic, the
 // same exactly-once pipeline as the run command, and a read_committed reader
-// that prints every finding. It is for trying the detector, not for
-// measuring it: kfake is an in-memory fake, not Apache Kafka.
+// that prints every alert and context document. It plants one case among
+// the traffic (cloudtrailgen.PlantCase: a user whose key AWS quarantines,
+// with what it did before, then cloudtrailgen's Aftermath: what it and an
+// admin do after) and narrates it on stderr: the alert, the case file's
+// context document, then the post-quarantine findings. It is for trying the
+// detector, not for measuring it: kfake is an in-memory fake, not Apache
+// Kafka.
 package demo
 
 import (
@@ -96,8 +101,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if pipeline.Logger == nil {
 		pipeline.Logger = cfg.Logger
 	}
+	if pipeline.WatchFor == 0 {
+		pipeline.WatchFor = consumer.DefaultWatchFor
+	}
 	stats := new(consumer.Stats)
 	pipeline.Stats = stats
+	planted := cloudtrailgen.PlantCase(cloudtrailgen.CaseConfig{Seed: cfg.Seed, Noise: caseNoise})
+	story := newCaseStory(cfg.Stderr, planted, planted.Aftermath(cfg.Seed))
 
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -115,6 +125,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var produced atomic.Int64
 	wg.Go(func() {
+		if err := story.plant(ctx, brokers, &produced); err != nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() {
 		if err := generate(ctx, brokers, cloudtrailgen.New(genCfg), cfg.Rate, &produced); err != nil {
 			errs <- err
 		}
@@ -126,7 +141,7 @@ func Run(ctx context.Context, cfg Config) error {
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		if err := printFindings(readCtx, brokers, cfg.Stdout, &findings); err != nil {
+		if err := printFindings(readCtx, brokers, cfg.Stdout, &findings, story); err != nil {
 			errs <- err
 		}
 	}()
@@ -145,7 +160,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Let the pipeline catch up with what was produced, for a bounded time,
 	// so the summary describes a finished run.
 	drainBy := time.Now().Add(10 * time.Second)
-	for stats.Records.Load() < produced.Load() && time.Now().Before(drainBy) {
+	for (stats.Records.Load() < produced.Load() || !story.told()) && time.Now().Before(drainBy) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stopPipeline()
@@ -162,6 +177,7 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 	}
 
+	story.summary()
 	elapsed := time.Since(start)
 	fmt.Fprintf(cfg.Stderr, "demo: %d records produced, %d consumed (%.0f records/s, %.1f MB/s), %d findings, %d dead letters, %d transactions committed, %d aborted, in %s\n",
 		produced.Load(), stats.Records.Load(), float64(stats.Records.Load())/elapsed.Seconds(),
@@ -223,10 +239,11 @@ func generate(ctx context.Context, brokers []string, gen *cloudtrailgen.Generato
 	return nil
 }
 
-// printFindings is what a SIEM does: read the alerts topic with
-// isolation.level=read_committed. It prints each alert as one line.
-func printFindings(ctx context.Context, brokers []string, w io.Writer, n *atomic.Int64) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(alertsTopic),
+// printFindings is what a SIEM does: read the alerts topic and the context
+// topic with isolation.level=read_committed. It prints each alert and each
+// context document as one line, and tells the story what it read.
+func printFindings(ctx context.Context, brokers []string, w io.Writer, n *atomic.Int64, story *caseStory) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(alertsTopic, consumer.ContextTopic(alertsTopic)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AllowAutoTopicCreation(), kgo.FetchMaxWait(200*time.Millisecond))
 	if err != nil {
@@ -242,7 +259,10 @@ func printFindings(ctx context.Context, brokers []string, w io.Writer, n *atomic
 		fs.EachRecord(func(r *kgo.Record) {
 			if werr == nil {
 				_, werr = fmt.Fprintf(w, "%s\n", r.Value)
-				n.Add(1)
+				if r.Topic == alertsTopic {
+					n.Add(1)
+				}
+				story.read(r.Topic != alertsTopic, r.Value)
 			}
 		})
 		if werr != nil {
