@@ -342,6 +342,11 @@ func (w *caseWorker) finding(ctx context.Context, entry *producer.WatchEntry) (f
 		return f, false, nil // a rule this version does not know
 	}
 	src := entry.Source
+	if !slices.Contains(w.cfg.SourceTopics, src.Topic) {
+		// Not a topic this service reads (an entry of another
+		// deployment, a topic since renamed): not one to wait on.
+		return f, false, nil
+	}
 	sc := m.NewScanner()
 	var fs []matcher.Finding
 	err = w.read(ctx, partRange{topic: src.Topic, partition: src.Partition, from: src.Offset, to: src.Offset + 1}, func(r *kgo.Record) {
@@ -355,6 +360,13 @@ func (w *caseWorker) finding(ctx context.Context, entry *producer.WatchEntry) (f
 			}
 		}
 	})
+	if err != nil && ctx.Err() == nil {
+		// The record cannot be read (deleted under the read, a partition
+		// that no longer exists): the look-back goes on without it, as
+		// when retention took it, rather than hold the worker on it.
+		w.cfg.Logger.Warn("case worker: reading the finding's source record", "alert_id", entry.AlertID, "err", err)
+		return f, false, nil
+	}
 	return f, found, err
 }
 

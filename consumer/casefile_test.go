@@ -431,3 +431,42 @@ func TestRunStartsCaseWorker(t *testing.T) {
 	}
 	checkContextDoc(t, s, docs[0], 24*time.Hour, false, s.c.QuarantineTime.Add(-24*time.Hour))
 }
+
+// TestCaseWorkerSourceRecordGone: an entry whose finding's source record
+// cannot be read again (here its topic is not a source topic: an entry
+// written by another deployment, or a topic since deleted) still gets its
+// document, promptly, with the finding's own event counted (it could not
+// be told apart), instead of holding the worker on the entry forever.
+func TestCaseWorkerSourceRecordGone(t *testing.T) {
+	s := plantOnCluster(t, 7, time.Date(2024, 10, 30, 0, 0, 0, 0, time.UTC), 10)
+	var e map[string]any
+	if err := json.Unmarshal(s.entry("24h0m0s"), &e); err != nil {
+		t.Fatal(err)
+	}
+	e["source"].(map[string]any)["topic"] = "cloudtrail-of-another-deployment"
+	entry, _ := json.Marshal(e)
+	s.writeWatchlist(t, false, entry)
+	cfg := s.workerConfig(t)
+	startWorker(t, &cfg, newCaseWorker(&cfg))
+	began := time.Now()
+	s.waitEntries(t, &cfg, 1)
+	docs := s.contextDocs(t, kgo.ReadCommitted())
+	if len(docs) != 1 {
+		t.Fatalf("%d context documents, want 1", len(docs))
+	}
+	var doc producer.ECSContext
+	if err := json.Unmarshal(docs[0].Value, &doc); err != nil {
+		t.Fatal(err)
+	}
+	want := s.c.Truth(s.c.QuarantineTime.Add(-24 * time.Hour))
+	alertID := producer.AlertID(matcher.ElasticQuarantineRule.ID, s.c.QuarantineEventID)
+	if string(docs[0].Key) != alertID || doc.QuarantineWatch.AlertID != alertID ||
+		doc.QuarantineWatch.Summary.Events != want.Events+1 || doc.QuarantineWatch.Summary.AsTarget != want.AsTarget+1 {
+		t.Errorf("key %s, alert id %s, events %d (on the user %d); want %s, %d (%d): the truth and the finding's own event",
+			docs[0].Key, doc.QuarantineWatch.AlertID, doc.QuarantineWatch.Summary.Events, doc.QuarantineWatch.Summary.AsTarget,
+			alertID, want.Events+1, want.AsTarget+1)
+	}
+	if took := time.Since(began); took > 15*time.Second {
+		t.Errorf("the document took %v", took)
+	}
+}
