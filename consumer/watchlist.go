@@ -135,6 +135,9 @@ type watchLoader struct {
 	// position is, per partition, the offset after the last record read
 	// (data or control); targets the last stable offsets at start-up.
 	position, targets map[int32]int64
+	// opened are the entries applied since the last publish, which logs
+	// them once the matcher has them.
+	opened []producer.WatchEntry
 
 	// started is set by start, on Run's goroutine.
 	started  bool
@@ -374,6 +377,7 @@ func (w *watchLoader) apply(r *kgo.Record) bool {
 		return had
 	}
 	w.entries[string(r.Key)] = le
+	w.opened = append(w.opened, e)
 	return true
 }
 
@@ -425,4 +429,12 @@ func (w *watchLoader) publish() {
 	}
 	w.matcher.SetWatchlist(wl)
 	w.cfg.Metrics.WatchlistEntries.Set(float64(wl.Len()))
+	if w.ready() {
+		// From here on the matcher watches the user (the entries loaded
+		// at start-up are summed up by "watchlist loaded").
+		for _, e := range w.opened {
+			w.cfg.Logger.Info("watch applied", "key", e.Key(), "alert_id", e.AlertID, "opened_at", e.OpenedAt, "until", e.Until, "entries", wl.Len())
+		}
+	}
+	w.opened = w.opened[:0]
 }
