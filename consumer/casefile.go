@@ -472,13 +472,15 @@ func (w *caseWorker) ranges(ctx context.Context, adm *kadm.Client, start time.Ti
 }
 
 // pass reads every range with f, at most LookbackPartitions at once, and
-// offers the candidates to sum in partition and offset order. The first
-// record of a cut partition dates where its data starts.
+// offers each candidate to sum as it is found, so that what the look-back
+// holds is the summarizer's events in the window, not every candidate's
+// text (the summary does not depend on the order). The first record of a
+// cut partition dates where its data starts.
 func (w *caseWorker) pass(ctx context.Context, parts []partRange, f *matcher.IdentityFilter, sum *lookback.Summarizer, ds *dataStart) error {
-	cands := make([][]matcher.Candidate, len(parts))
 	firsts := make([]time.Time, len(parts))
 	errs := make([]error, len(parts))
 	sem := make(chan struct{}, cmp.Or(w.cfg.LookbackPartitions, DefaultLookbackPartitions))
+	var mu sync.Mutex // sum
 	var wg sync.WaitGroup
 	for i, p := range parts {
 		if p.from >= p.to {
@@ -508,7 +510,14 @@ func (w *caseWorker) pass(ctx context.Context, parts []partRange, f *matcher.Ide
 					firsts[i] = r.Timestamp
 				}
 				got, _ := sc.Select(r.Value, f, buf)
-				cands[i] = append(cands[i], got...)
+				if len(got) > 0 {
+					mu.Lock()
+					for _, c := range got {
+						_ = sum.Add(c.Text, c.Shape) // what it cannot read, the summary counts
+					}
+					mu.Unlock()
+				}
+				clear(got) // the texts are the summarizer's to keep or drop
 				buf = got[:0]
 			})
 		}()
@@ -517,11 +526,8 @@ func (w *caseWorker) pass(ctx context.Context, parts []partRange, f *matcher.Ide
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	for i, cs := range cands {
-		for _, c := range cs {
-			_ = sum.Add(c.Text, c.Shape) // what it cannot read, the summary counts
-		}
-		if parts[i].cut && !firsts[i].IsZero() && firsts[i].After(ds.latest) {
+	for i, p := range parts {
+		if p.cut && !firsts[i].IsZero() && firsts[i].After(ds.latest) {
 			ds.latest = firsts[i].UTC()
 		}
 	}
