@@ -197,6 +197,18 @@ func TestBadSettingsAreNamed(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "--max-batch") {
 		t.Errorf("exit %d, stderr %q: want 1 naming --max-batch", code, stderr)
 	}
+	for _, bad := range [][]string{{"--watch-for", "-1h"}, {"--context-lookback", "0s"}} {
+		code, _, stderr = runCmd(t, "", append([]string{"run"}, bad...)...)
+		if code != 1 || !strings.Contains(stderr, bad[0]) {
+			t.Errorf("%v: exit %d, stderr %q: want 1 naming %s", bad, code, stderr, bad[0])
+		}
+	}
+	t.Setenv("QW_WATCH_FOR", "three days")
+	code, _, stderr = runCmd(t, "", "run")
+	if code != 2 || !strings.Contains(stderr, "QW_WATCH_FOR") {
+		t.Errorf("exit %d, stderr %q: want 2 naming QW_WATCH_FOR", code, stderr)
+	}
+	os.Unsetenv("QW_WATCH_FOR")
 	code, _, _ = runCmd(t, "", "frobnicate")
 	if code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
