@@ -54,6 +54,16 @@ func (p *Pool) Workers() int { return len(p.scanners) }
 // long as values. Each result's Findings slice is reused. Match is not safe
 // for concurrent use: one batch at a time.
 func (p *Pool) Match(values [][]byte, results []Result) {
+	p.match(values, results, p.scanners[0].m.watch.Load())
+}
+
+// MatchWatchlist is Match with the watchlist w instead of the Matcher's
+// (nil: none), for every value of the batch: see Scanner.MatchWatchlist.
+func (p *Pool) MatchWatchlist(w *Watchlist, values [][]byte, results []Result) {
+	p.match(values, results, p.scanners[0].m.watchState(w))
+}
+
+func (p *Pool) match(values [][]byte, results []Result, ws *watchState) {
 	results = results[:len(values)]
 	// The counter is the one word the workers share: padded so that it
 	// does not share a cache line with anything else they touch.
@@ -71,7 +81,7 @@ func (p *Pool) Match(values [][]byte, results []Result) {
 			}
 			end = min(end, len(values))
 			for i := start; i < end; i++ {
-				results[i] = s.Match(values[i], results[i].Findings)
+				results[i] = s.matchWatch(values[i], results[i].Findings, ws)
 			}
 		}
 	}

@@ -41,6 +41,8 @@ type Scanner struct {
 	// ws is the Matcher's watchlist as it was when Match began, so that
 	// one value is prefiltered and evaluated with one list.
 	ws *watchState
+	// own is the state of the list MatchWatchlist was last called with.
+	own *watchState
 	// Scanners of one Pool are allocated together and each writes its own
 	// state for every record: the pad keeps two of them off one cache line.
 	_ cpu.CacheLinePad
@@ -62,10 +64,26 @@ const (
 // Match evaluates one record value. Findings are appended to dst[:0], which
 // lets a caller reuse the slice across values.
 func (s *Scanner) Match(value []byte, dst []Finding) (res Result) {
+	return s.matchWatch(value, dst, s.m.watch.Load())
+}
+
+// MatchWatchlist is Match with the watchlist w instead of the Matcher's
+// (nil: none): a caller that must know which entries a value was matched
+// with (the consumer writes, per transaction, where each entry began to
+// apply) takes one Watchlist and matches with it. The prefilter built for
+// w is kept until the next call with another list.
+func (s *Scanner) MatchWatchlist(w *Watchlist, value []byte, dst []Finding) Result {
+	if s.own == nil || s.own.list != w {
+		s.own = s.m.watchState(w)
+	}
+	return s.matchWatch(value, dst, s.own)
+}
+
+func (s *Scanner) matchWatch(value []byte, dst []Finding, ws *watchState) (res Result) {
 	res = Result{Findings: dst[:0]}
 	s.screened = false
 	s.arena.reset()
-	s.ws = s.m.watch.Load()
+	s.ws = ws
 	// A bug here must not take the service down with it: the value is
 	// reported as the matcher's fault and goes to the dead-letter topic.
 	defer func() {

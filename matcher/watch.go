@@ -300,6 +300,18 @@ func (m *Matcher) SetWatchlist(w *Watchlist) {
 	m.watch.Store(&watchState{list: w, prefilter: newPrefilter(m.markers, w)})
 }
 
+// watchState returns the state of list w: the Matcher's own when w is the
+// one set last, else one built for w; nil when w is empty.
+func (m *Matcher) watchState(w *Watchlist) *watchState {
+	if w.Len() == 0 {
+		return nil
+	}
+	if ws := m.watch.Load(); ws != nil && ws.list == w {
+		return ws
+	}
+	return &watchState{list: w, prefilter: newPrefilter(m.markers, w)}
+}
+
 // Watchlist returns the watchlist set last, or nil when there is none.
 func (m *Matcher) Watchlist() *Watchlist {
 	if ws := m.watch.Load(); ws != nil {

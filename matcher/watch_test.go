@@ -544,3 +544,42 @@ func FuzzWatchFilter(f *testing.F) {
 		}
 	})
 }
+
+// TestMatchWatchlist: MatchWatchlist matches with the list it is given,
+// whatever the Matcher's is, on a Scanner and on every value of a Pool's
+// batch; nil is no watch.
+func TestMatchWatchlist(t *testing.T) {
+	v := watchRecord("e", "2024-11-02T13:00:00Z", "s3.amazonaws.com", "ListBuckets", iamUser("123456789012", "alice"), "", "123456789012", "")
+	m := mustNew(t, Config{})
+	alice, bob := mustWatchlist(t, watchFor("123456789012", "alice")), mustWatchlist(t, watchFor("123456789012", "bob"))
+	s := m.NewScanner()
+	p := m.NewPool(2)
+	values := [][]byte{v, v, v}
+	results := make([]Result, len(values))
+	for _, c := range []struct {
+		name      string
+		set, with *Watchlist
+		want      int
+	}{
+		{"matcher's none, alice given", nil, alice, 1},
+		{"matcher's alice, bob given", alice, bob, 0},
+		{"matcher's alice, none given", alice, nil, 0},
+		{"matcher's alice, alice given", alice, alice, 1},
+		{"matcher's bob, alice given", bob, alice, 1},
+	} {
+		m.SetWatchlist(c.set)
+		res := s.MatchWatchlist(c.with, v, nil)
+		if res.Err != nil || len(res.Findings) != c.want {
+			t.Errorf("%s: Scanner: %d findings (%v), want %d", c.name, len(res.Findings), res.Err, c.want)
+		}
+		if c.want == 1 && res.Findings[0].Watch.UserName != "alice" {
+			t.Errorf("%s: the finding names %q's watch", c.name, res.Findings[0].Watch.UserName)
+		}
+		p.MatchWatchlist(c.with, values, results)
+		for i, r := range results {
+			if r.Err != nil || len(r.Findings) != c.want {
+				t.Errorf("%s: Pool, value %d: %d findings (%v), want %d", c.name, i, len(r.Findings), r.Err, c.want)
+			}
+		}
+	}
+}
