@@ -328,3 +328,92 @@ func WatchRecord(e WatchEntry, topic string, detected time.Time) (*kgo.Record, e
 func WatchTombstone(account, userName, topic string) *kgo.Record {
 	return &kgo.Record{Topic: topic, Key: []byte(WatchKey(account, userName))}
 }
+
+// Markers (the no-gap protocol, docs/rules.md): where a watch entry began
+// to apply on one source partition. The main loop writes one per entry and
+// partition it owns, in the transaction of the first batch it matches with
+// the entry: offset is the first offset of that batch on the partition,
+// or the partition's position when the batch has none of it, or -1 when
+// the group had neither committed nor consumed it (every record of it is
+// matched with the entry). The case worker covers the offsets below it.
+// The key is WatchMarkKey; the value one line of JSON:
+//
+//	{"schema":1,"alert_id":"…","topic":"cloudtrail","partition":3,"offset":1234}
+
+// WatchMarkKeyPrefix starts the key of every marker.
+const WatchMarkKeyPrefix = "mark/"
+
+// WatchMark is one marker.
+type WatchMark struct {
+	AlertID   string // the watch entry's
+	Topic     string
+	Partition int32
+	// Offset is the first offset matched with the entry; -1 for every one.
+	Offset int64
+}
+
+// WatchMarkKey returns the key of the marker of the entry of alertID on
+// topic's partition: "mark/<alert id>/<topic>/<partition>". Topic names
+// hold no "/" (Kafka allows letters, digits, ".", "_" and "-").
+func WatchMarkKey(alertID, topic string, partition int32) string {
+	return WatchMarkKeyPrefix + alertID + "/" + topic + "/" + strconv.Itoa(int(partition))
+}
+
+type watchMarkJSON struct {
+	Schema    int    `json:"schema"`
+	AlertID   string `json:"alert_id"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+func (m *WatchMark) validate() error {
+	switch {
+	case !isAlertID(m.AlertID):
+		return fmt.Errorf("%w: marker: alert_id %q is not an alert id", ErrBadWatchEntry, m.AlertID)
+	case m.Topic == "" || strings.Contains(m.Topic, "/"):
+		return fmt.Errorf("%w: marker: topic %q", ErrBadWatchEntry, m.Topic)
+	case m.Partition < 0 || m.Offset < -1:
+		return fmt.Errorf("%w: marker: partition %d, offset %d", ErrBadWatchEntry, m.Partition, m.Offset)
+	}
+	return nil
+}
+
+// WatchMarkRecord returns marker m's record, to be produced to topic (the
+// watchlist topic) in the transaction of the batch it marks.
+func WatchMarkRecord(m WatchMark, topic string) (*kgo.Record, error) {
+	if err := m.validate(); err != nil {
+		return nil, err
+	}
+	value, err := json.Marshal(watchMarkJSON{Schema: WatchEntrySchema, AlertID: m.AlertID, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset})
+	if err != nil {
+		return nil, fmt.Errorf("producer: encoding marker: %w", err)
+	}
+	return &kgo.Record{
+		Topic: topic, Key: []byte(WatchMarkKey(m.AlertID, m.Topic, m.Partition)), Value: value,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderContentType, Value: []byte(ContentTypeJSON)},
+			{Key: HeaderSchemaVersion, Value: []byte(strconv.Itoa(WatchEntrySchema))},
+		},
+	}, nil
+}
+
+// DecodeWatchMark decodes the marker of a record with key and value; the
+// key must be the marker's. Every error wraps ErrBadWatchEntry.
+func DecodeWatchMark(key, value []byte) (WatchMark, error) {
+	var j watchMarkJSON
+	if err := json.Unmarshal(value, &j); err != nil {
+		return WatchMark{}, fmt.Errorf("%w: key %q: marker value: %v", ErrBadWatchEntry, key, err)
+	}
+	if j.Schema != WatchEntrySchema {
+		return WatchMark{}, fmt.Errorf("%w: key %q: marker schema %d: this version reads schema %d", ErrBadWatchEntry, key, j.Schema, WatchEntrySchema)
+	}
+	m := WatchMark{AlertID: j.AlertID, Topic: j.Topic, Partition: j.Partition, Offset: j.Offset}
+	if err := m.validate(); err != nil {
+		return WatchMark{}, fmt.Errorf("%w (key %q)", err, key)
+	}
+	if want := WatchMarkKey(m.AlertID, m.Topic, m.Partition); string(key) != want {
+		return WatchMark{}, fmt.Errorf("%w: key %q: the marker is for %q", ErrBadWatchEntry, key, want)
+	}
+	return m, nil
+}

@@ -202,3 +202,42 @@ func FuzzDecodeWatchEntry(f *testing.F) {
 		}
 	})
 }
+
+// TestWatchMarkEncoding: a marker's key and value are the plan's, written
+// here by hand, and decode back; what is not a marker is refused.
+func TestWatchMarkEncoding(t *testing.T) {
+	alert := strings.Repeat("ab", 32)
+	rec, err := WatchMarkRecord(WatchMark{AlertID: alert, Topic: "cloudtrail", Partition: 3, Offset: 1234}, "alerts.watchlist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKey := "mark/" + alert + "/cloudtrail/3"
+	wantValue := `{"schema":1,"alert_id":"` + alert + `","topic":"cloudtrail","partition":3,"offset":1234}`
+	if string(rec.Key) != wantKey || string(rec.Value) != wantValue || rec.Topic != "alerts.watchlist" {
+		t.Fatalf("record %s %q = %s", rec.Topic, rec.Key, rec.Value)
+	}
+	m, err := DecodeWatchMark(rec.Key, rec.Value)
+	if err != nil || m != (WatchMark{AlertID: alert, Topic: "cloudtrail", Partition: 3, Offset: 1234}) {
+		t.Fatalf("decoded %+v, %v", m, err)
+	}
+	every := `{"schema":1,"alert_id":"` + alert + `","topic":"cloudtrail","partition":0,"offset":-1}`
+	if m, err := DecodeWatchMark([]byte("mark/"+alert+"/cloudtrail/0"), []byte(every)); err != nil || m.Offset != -1 {
+		t.Errorf("offset -1: %+v, %v", m, err)
+	}
+	for _, c := range []struct{ name, key, value string }{
+		{"not JSON", wantKey, "5"},
+		{"tombstone", wantKey, ""},
+		{"other schema", wantKey, strings.Replace(wantValue, `"schema":1`, `"schema":2`, 1)},
+		{"key of another partition", "mark/" + alert + "/cloudtrail/4", wantValue},
+		{"offset below -1", wantKey, strings.Replace(wantValue, "1234", "-2", 1)},
+		{"not an alert id", "mark/x/cloudtrail/3", strings.Replace(wantValue, alert, "x", 1)},
+	} {
+		var value []byte
+		if c.value != "" {
+			value = []byte(c.value)
+		}
+		if _, err := DecodeWatchMark([]byte(c.key), value); !errors.Is(err, ErrBadWatchEntry) {
+			t.Errorf("%s: %v, want ErrBadWatchEntry", c.name, err)
+		}
+	}
+}
