@@ -195,10 +195,29 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(endBudget, cancelWork) })
 	defer stop()
 
+	// A watchlist loader that stops on an error ends the session: the
+	// poll waiting for records is cut short.
+	pollCtx := ctx
+	if l.watch != nil {
+		var cancelPoll context.CancelFunc
+		pollCtx, cancelPoll = context.WithCancel(ctx)
+		defer cancelPoll()
+		go func() {
+			select {
+			case <-l.watch.done:
+				cancelPoll()
+			case <-pollCtx.Done():
+			}
+		}()
+	}
+
 	failed := 0               // batches aborted in a row for produce errors
 	var refused time.Duration // the last back-off after a refused commit
 	for {
-		fetches := l.sess.PollRecords(ctx, l.cfg.MaxBatch)
+		fetches := l.sess.PollRecords(pollCtx, l.cfg.MaxBatch)
+		if err := l.watchFailed(); err != nil {
+			return err
+		}
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			l.logStopping(ctx)
 			return nil
@@ -264,6 +283,20 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 			sleepCtx(ctx, backoff)
 		}
 	}
+}
+
+// watchFailed returns the error that stopped the watchlist loader, if it
+// stopped on one: this instance no longer learns of new watches, and a
+// restart (whose start-up checks name what is missing) is better than
+// consuming blind to them.
+func (l *loop) watchFailed() error {
+	if l.watch == nil {
+		return nil
+	}
+	if err := l.watch.failed(); err != nil {
+		return fmt.Errorf("consumer: the watchlist loader stopped, and this instance would miss the users watched from now on: %w", err)
+	}
+	return nil
 }
 
 func (l *loop) logStopping(ctx context.Context) {

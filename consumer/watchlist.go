@@ -202,6 +202,17 @@ func (w *watchLoader) start(ctx context.Context) error {
 	}
 }
 
+// failed returns why the loader stopped, nil while it runs or after a
+// stop asked for.
+func (w *watchLoader) failed() error {
+	select {
+	case <-w.done:
+		return w.err
+	default:
+		return nil
+	}
+}
+
 // ready reports whether the loader has caught up.
 func (w *watchLoader) ready() bool {
 	select {
@@ -228,6 +239,7 @@ func (w *watchLoader) run(ctx context.Context) error {
 	}
 	expiryEvery := cmp.Or(cfg.watchExpiryEvery, watchExpiryEvery)
 	began := time.Now()
+	var unknownSince time.Time // since when the topic has been unknown
 	idleSince := time.Now()
 	lastExpiry := time.Now()
 	for {
@@ -241,18 +253,32 @@ func (w *watchLoader) run(ctx context.Context) error {
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return nil
 		}
+		// A fetch error the client cannot recover from (a revoked right,
+		// the topic deleted for longer than the grace) stops the loader,
+		// and with it the instance (see loop.watchFailed): an instance
+		// that no longer loads the watchlist would miss the users watched
+		// from then on, unseen.
+		var fatalErr error
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
 			class, fatal := classifyFetchError(err)
 			cfg.Metrics.FetchErrors.WithLabelValues(class).Inc()
-			log := cfg.Logger.Warn
-			if fatal {
-				log = cfg.Logger.Error
+			if class == fetchUnknownTopic {
+				if unknownSince.IsZero() {
+					unknownSince = time.Now()
+				}
+				fatal = time.Since(unknownSince) >= cfg.unknownTopicGrace
 			}
-			log("watchlist loader: fetch error; retrying", "topic", topic, "partition", partition, "class", class, "err", err)
+			if fatal && fatalErr == nil {
+				fatalErr = fmt.Errorf("consumer: watchlist loader: fetching topic %q partition %d: %w: %s", topic, partition, err, fetchAdvice(class))
+			}
+			cfg.Logger.Warn("watchlist loader: fetch error", "topic", topic, "partition", partition, "class", class, "fatal", fatal, "err", err)
 		})
+		if fatalErr != nil {
+			return fatalErr
+		}
 		changed := false
 		n := 0
 		fetches.EachRecord(func(r *kgo.Record) {
@@ -263,7 +289,7 @@ func (w *watchLoader) run(ctx context.Context) error {
 			}
 		})
 		if n > 0 {
-			idleSince = time.Now()
+			idleSince, unknownSince = time.Now(), time.Time{}
 		}
 		if now := time.Now(); now.Sub(lastExpiry) >= expiryEvery {
 			lastExpiry = now

@@ -577,3 +577,37 @@ func TestWatchOfOldEventsOpenedNow(t *testing.T) {
 		t.Errorf("%d post-quarantine findings of alice's call in the watch's window, want 1", found)
 	}
 }
+
+// TestWatchlistLoaderFailureStopsRun: an instance whose loader can no
+// longer read the watchlist (Read revoked while it runs) stops with an
+// error naming the topic, instead of consuming on blind to new watches;
+// the orchestrator's restart then fails at start-up naming the right.
+func TestWatchlistLoaderFailureStopsRun(t *testing.T) {
+	acls := everyRight()
+	acls["read watchlist"] = allow(kmsg.ACLResourceTypeTopic, watchlistTopic, kmsg.ACLOperationRead)
+	acls["write watchlist"] = allow(kmsg.ACLResourceTypeTopic, watchlistTopic, kmsg.ACLOperationWrite)
+	acls["write context"] = allow(kmsg.ACLResourceTypeTopic, contextTopic, kmsg.ACLOperationWrite)
+	cluster := aclCluster(t, acls)
+	adm := adminOf(t, cluster.ListenAddrs(), saslOpt("admin", "admin-password"))
+	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
+	createTopic(t, adm, contextTopic, nil)
+	cfg := watchConfig(t, cluster.ListenAddrs(), 1)
+	cfg.ClientOpts = append(cfg.ClientOpts, saslOpt(testUser, testPassword))
+	m := startMember(t, cfg)
+	waitReady(t, cfg, m)
+
+	deny := kadm.NewACLs().Deny("User:" + testUser).DenyHosts().Topics(watchlistTopic).Operations(kadm.OpRead)
+	if res, err := adm.CreateACLs(context.Background(), deny); err != nil || len(res) == 0 || res[0].Err != nil {
+		t.Fatalf("revoking Read on %s: %v %+v", watchlistTopic, err, res)
+	}
+	select {
+	case err := <-m.done:
+		if err == nil || !strings.Contains(err.Error(), "watchlist loader") || !strings.Contains(err.Error(), watchlistTopic) ||
+			!strings.Contains(err.Error(), "TOPIC_AUTHORIZATION_FAILED") {
+			t.Errorf("Run returned %v; want an error naming the watchlist loader, the topic and TOPIC_AUTHORIZATION_FAILED", err)
+		}
+	case <-time.After(30 * time.Second):
+		m.stop(t)
+		t.Fatal("still running 30 s after Read on the watchlist was revoked")
+	}
+}
