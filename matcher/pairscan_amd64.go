@@ -30,3 +30,21 @@ func pairScanAll(b []byte, ps *pairSet) (found int, ok bool) {
 	}
 	return -1, true
 }
+
+//go:noescape
+func pairMaskAVX2(p *byte, n int, first, second *[4]byte) (at, mask int)
+
+// pairBlocks reports whether nextPairBlock can search b: AVX2, and at least
+// one whole block.
+func pairBlocks(b []byte) bool { return useAVX2 && len(b) >= 33 }
+
+// nextPairBlock returns the first block of 32 positions at or after off and
+// below end (end-off a multiple of 32, end < len(b)) holding a pair of ps,
+// with its mask (bit k: a pair at the block's start + k); -1 when none.
+func nextPairBlock(b []byte, off, end int, ps *pairSet) (int, uint32) {
+	at, mask := pairMaskAVX2(&b[off], end-off, &ps.first, &ps.second)
+	if at < 0 {
+		return -1, 0
+	}
+	return off + at, uint32(mask)
+}

@@ -2,6 +2,7 @@ package matcher
 
 import (
 	"bytes"
+	"math/bits"
 	"slices"
 )
 
@@ -120,8 +121,11 @@ type prefilter struct {
 	// suspect is the set S of the argument above.
 	suspect [128]bool
 	// watch, when set, is searched too: the values of "userName" members
-	// (watch.go, which extends the argument above to it).
-	watch *Watchlist
+	// (watch.go, which extends the argument above to it). watchOnly is set
+	// when no marker is anchored on the watch's pair, so that a hit of it
+	// is the watch's alone.
+	watch     *Watchlist
+	watchOnly bool
 }
 
 // newPrefilter derives the prefilter of a set of markers, which
@@ -159,6 +163,7 @@ func newPrefilter(markers [][]byte, watch *Watchlist) prefilter {
 		}
 		if a := [2]byte{watchKey[watchAnchorAt], watchKey[watchAnchorAt+1]}; !slices.Contains(anchors, a) {
 			anchors = append(anchors, a)
+			p.watchOnly = true
 		}
 	}
 	for len(anchors) > 0 {
@@ -181,10 +186,24 @@ func newPrefilter(markers [][]byte, watch *Watchlist) prefilter {
 // anchors finds every anchor pair; each hit is checked in full.
 func (p *prefilter) mayMatch(b []byte) bool {
 	for g := range p.groups {
+		if p.searchGroup(b, &p.groups[g]) {
+			return true
+		}
+	}
+	return false
+}
+
+// searchGroup checks every position of b where a pair of ps starts, in
+// order, and reports whether one matches. With AVX2 it takes a block of 32
+// positions at a time and checks each hit of the block from its mask, so a
+// hit that does not match (a "userName" of the watch, about one a record)
+// costs the check and not a new search from the byte after it.
+func (p *prefilter) searchGroup(b []byte, ps *pairSet) bool {
+	if !pairBlocks(b) {
 		for pos := 0; pos < len(b); {
-			i := indexPair(b[pos:], &p.groups[g])
+			i := indexPair(b[pos:], ps)
 			if i < 0 {
-				break
+				return false
 			}
 			i += pos
 			if p.matchesAt(b, i) {
@@ -192,8 +211,47 @@ func (p *prefilter) mayMatch(b []byte) bool {
 			}
 			pos = i + 1
 		}
+		return false
+	}
+	// Whole blocks over positions [0, end); the last reads b[end], which
+	// exists. Then one block ending at the last position, whose positions
+	// below end are masked off.
+	end := (len(b) - 1) &^ 31
+	for off := 0; off < end; {
+		at, mask := nextPairBlock(b, off, end, ps)
+		if at < 0 {
+			break
+		}
+		for ; mask != 0; mask &= mask - 1 {
+			if p.hitMatches(b, at+bits.TrailingZeros32(mask)) {
+				return true
+			}
+		}
+		off = at + 32
+	}
+	if end == len(b)-1 {
+		return false
+	}
+	last := len(b) - 33
+	at, mask := nextPairBlock(b, last, last+32, ps)
+	if at < 0 {
+		return false
+	}
+	for mask &^= 1<<(end-last) - 1; mask != 0; mask &= mask - 1 {
+		if p.hitMatches(b, at+bits.TrailingZeros32(mask)) {
+			return true
+		}
 	}
 	return false
+}
+
+// hitMatches is matchesAt with the watch's anchor, the most frequent hit by
+// far, tested first and inline.
+func (p *prefilter) hitMatches(b []byte, i int) bool {
+	if p.watchOnly && b[i] == watchKey[watchAnchorAt] && b[i+1] == watchKey[watchAnchorAt+1] {
+		return p.watch.watchValueAt(b, i-watchAnchorAt)
+	}
+	return p.matchesAt(b, i)
 }
 
 // matchesAt reports whether a search matches at its anchor b[i:i+2].
@@ -204,8 +262,13 @@ func (p *prefilter) matchesAt(b []byte, i int) bool {
 	case b[i] == 'H' && b[i+1] == '4':
 		return bytes.HasPrefix(b[i:], base64Gzip)
 	}
-	if p.watch != nil && b[i] == watchKey[watchAnchorAt] && b[i+1] == watchKey[watchAnchorAt+1] && p.watch.watchValueAt(b, i-watchAnchorAt) {
-		return true
+	if p.watch != nil && b[i] == watchKey[watchAnchorAt] && b[i+1] == watchKey[watchAnchorAt+1] {
+		if p.watch.watchValueAt(b, i-watchAnchorAt) {
+			return true
+		}
+		if p.watchOnly {
+			return false
+		}
 	}
 	for k := range p.markers {
 		ms := &p.markers[k]

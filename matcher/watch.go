@@ -3,6 +3,7 @@ package matcher
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -135,6 +136,11 @@ type Watchlist struct {
 	// is not hashed (role names in sessionIssuer.userName, mostly).
 	lens        uint64
 	first, last [4]uint64
+	// prefix2 has bit c0<<8|c1 set for the first two bytes of every name,
+	// lowercase (a name of one byte with either '"' or '\' after it, the
+	// bytes that may follow it in the text): the test every "userName"
+	// value of the traffic meets first, before its end is searched.
+	prefix2 [1024]uint64
 	// alphabet is the bytes of the names in both cases, which join the
 	// prefilter's suspect set.
 	alphabet [128]bool
@@ -177,6 +183,12 @@ func NewWatchlist(entries []WatchEntry) (*Watchlist, error) {
 		for j := 0; j < len(low); j++ {
 			w.alphabet[low[j]], w.alphabet[upper(low[j])] = true, true
 		}
+		if len(low) == 1 {
+			w.setPrefix2(low[0], '"')
+			w.setPrefix2(low[0], '\\')
+		} else {
+			w.setPrefix2(low[0], low[1])
+		}
 	}
 	return w, nil
 }
@@ -216,6 +228,18 @@ func (w *Watchlist) Entries() []WatchEntry {
 	return slices.Clone(w.entries)
 }
 
+func (w *Watchlist) setPrefix2(c0, c1 byte) {
+	k := uint16(c0)<<8 | uint16(c1)
+	w.prefix2[k>>6] |= 1 << (k & 63)
+}
+
+// mayStart reports whether a value starting with c0, c1 can be a watched
+// name followed by its closing quote.
+func (w *Watchlist) mayStart(c0, c1 byte) bool {
+	k := uint16(lower(c0))<<8 | uint16(lower(c1))
+	return w.prefix2[k>>6]&(1<<(k&63)) != 0
+}
+
 // lookup returns the indexes of the entries watching the name v, compared
 // without regard to ASCII case.
 func (w *Watchlist) lookup(v []byte) []int {
@@ -241,20 +265,34 @@ const (
 	watchAnchorAt = 3
 )
 
+// watchKeyWord is watchKey read as a little-endian word.
+var watchKeyWord = binary.LittleEndian.Uint64([]byte(watchKey))
+
 // watchValueAt reports whether the "userName" that may start at b[start:]
 // is followed, past the separators, by a watched name (see the argument
-// above).
+// above). It runs once per "rN" in every record, about once per record, so
+// the common spelling `":"` is taken whole and the value is delimited with
+// bytes.IndexByte rather than byte by byte.
 func (w *Watchlist) watchValueAt(b []byte, start int) bool {
-	end := start + len(watchKey)
-	if start < 0 || end > len(b) || string(b[start:end]) != watchKey {
+	i := start + len(watchKey)
+	if start < 0 || i > len(b) || binary.LittleEndian.Uint64(b[start:]) != watchKeyWord {
 		return false
 	}
-	i := skipWatchSeparators(b, end)
-	j := i
-	for j < len(b) && j-i <= maxUserName && b[j] != '"' && b[j] != '\\' {
-		j++
+	if i+3 <= len(b) && b[i] == '"' && b[i+1] == ':' && b[i+2] == '"' {
+		i += 3
 	}
-	return j-i <= maxUserName && w.lookup(b[i:j]) != nil
+	i = skipWatchSeparators(b, i)
+	if i+1 < len(b) && !w.mayStart(b[i], b[i+1]) {
+		return false
+	}
+	v := b[i:min(len(b), i+maxUserName+1)]
+	if q := bytes.IndexByte(v, '"'); q >= 0 {
+		v = v[:q]
+	}
+	if e := bytes.IndexByte(v, '\\'); e >= 0 {
+		v = v[:e]
+	}
+	return len(v) <= maxUserName && w.lookup(v) != nil
 }
 
 // skipWatchSeparators returns the index of the first byte from i on that is

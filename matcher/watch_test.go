@@ -583,3 +583,25 @@ func TestMatchWatchlist(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchFilterPositions moves the keys and values the prefilter looks
+// for across the blocks of its search (32 positions each, and the last one
+// overlapping the one before), with hits before them that do not match, and
+// holds the one-pass search to the search key by key at every position.
+func TestWatchFilterPositions(t *testing.T) {
+	w := mustWatchlist(t, watchFor("123456789012", "ledger-sync"))
+	p := newPrefilter([][]byte{[]byte(quarantineMarker)}, w)
+	for _, tail := range []string{`"userName":"ledger-sync"}`, `"userName":"bob"}`, `"p":"AWSCompromisedKeyQuarantine"}`, `"u":"\u0071"}`, `"u":"\u006c"}`} {
+		for k := range 100 {
+			for _, head := range []string{"", `"userName":"bob",`, `"userName":"alice","userName":"carol",`} {
+				b := []byte("{" + strings.Repeat(" ", k) + head + tail)
+				for j := range 40 {
+					c := append(slices.Clone(b), strings.Repeat(" ", j)...)
+					if got, want := p.mayMatch(c), p.mayMatchSlow(c); got != want {
+						t.Fatalf("mayMatch(%q) = %v, the search key by key says %v", c, got, want)
+					}
+				}
+			}
+		}
+	}
+}
