@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
@@ -86,6 +88,11 @@ type caseWorker struct {
 	mu       sync.Mutex
 	matchers map[string]*matcher.Matcher
 
+	// maxDoc is the most bytes a context document may have: the context
+	// topic's max.message.bytes, read when a session starts, less the
+	// record's key, headers and framing.
+	maxDoc atomic.Int64
+
 	// testBeforeEnd, if set, is called after the document is produced and
 	// flushed and before the transaction ends: errCrashed ends the session
 	// there, without End (a crash); another error aborts the transaction.
@@ -145,6 +152,7 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 	if cfg.TransactionsV2 {
 		v2, _ = speaksTransactionsV2(ctx, sess.Client())
 	}
+	w.readLimit(ctx, sess.Client())
 	cfg.Logger.Info("case worker: consuming", "topic", cfg.SourceTopics[0], "group", cfg.Group,
 		"transactional_id", cfg.TransactionalID, "context_topic", ContextTopic(w.cfg.AlertsTopic))
 	var retry time.Duration
@@ -215,8 +223,15 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 			return fmt.Errorf("consumer: case worker: ending transaction: %w", err)
 		}
 		if !committed {
+			// Read again after a pause: at once would produce into the
+			// same refusal as fast as the broker answers.
 			w.cfg.Metrics.Lookbacks.WithLabelValues("failed").Inc()
-			cfg.Logger.Info("case worker: transaction aborted; the entry will be read again", "offset", records[0].Offset, "produce_err", e.Err())
+			retry = nextBackoff(retry, refusedBackoffMin, rebuildBackoffMax)
+			cfg.Logger.Warn("case worker: transaction aborted; the entry will be read again", "offset", records[0].Offset, "produce_err", e.Err(), "backoff", retry)
+			if errors.Is(e.Err(), kerr.MessageTooLarge) {
+				w.readLimit(ctx, sess.Client()) // lowered since the session started
+			}
+			sleepCtx(ctx, retry)
 			continue
 		}
 		retry = 0
@@ -252,6 +267,11 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) (*kgo.Record, str
 	log.Info("case worker: look-back started", "alert_id", entry.AlertID, "account", entry.Account, "user", entry.UserName,
 		"opened_at", entry.OpenedAt, "lookback", lb, "watchlist_offset", rec.Offset)
 	doc, err := w.lookback(ctx, &entry, lb)
+	if errors.Is(err, errDocTooLarge) {
+		log.Error("case worker: the context document cannot be cut to fit the context topic; the entry is committed without one",
+			"alert_id", entry.AlertID, "err", err)
+		return nil, "too_large", nil
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -305,6 +325,10 @@ func (w *caseWorker) lookback(ctx context.Context, entry *producer.WatchEntry, l
 	window := producer.ContextWindow{Lookback: lb, Start: sum.Start(), End: end, DataStart: dataStart.at(sum.Start())}
 	// Without the finding's record the document's id is set to the
 	// entry's: it is the alert's, whatever event stands in for the finding.
+	// A document over the topic's limit is cut (the lists shortened to
+	// their most frequent values, the cuts listed) until it fits.
+	var encode func() ([]byte, error)
+	var cut func() bool
 	if w.cfg.Encoder.Format() == producer.FormatOCSF {
 		src := producer.Source{Topic: entry.Source.Topic, Partition: entry.Source.Partition, Offset: entry.Source.Offset}
 		d, err := producer.NewOCSFContext(finding, src, sum.Summary(), window)
@@ -312,14 +336,49 @@ func (w *caseWorker) lookback(ctx context.Context, entry *producer.WatchEntry, l
 			return nil, fmt.Errorf("consumer: context document: %w", err)
 		}
 		d.SetAlertID(entry.AlertID)
-		return producer.EncodeOCSFContext(d)
+		encode = func() ([]byte, error) { return producer.EncodeOCSFContext(d) }
+		cut = d.Enrichments[0].Data.Summary.Cut
+	} else {
+		c, err := producer.NewECSContext(finding, sum.Summary(), window)
+		if err != nil {
+			return nil, fmt.Errorf("consumer: context document: %w", err)
+		}
+		c.QuarantineWatch.AlertID = entry.AlertID
+		encode = func() ([]byte, error) { return producer.EncodeContext(c) }
+		cut = c.Cut
 	}
-	c, err := producer.NewECSContext(finding, sum.Summary(), window)
+	limit := int(w.maxDoc.Load())
+	for {
+		doc, err := encode()
+		if err != nil || len(doc) <= limit {
+			return doc, err
+		}
+		if !cut() {
+			return nil, fmt.Errorf("%w: %d bytes with every list cut to one entry, over the context topic's limit of %d", errDocTooLarge, len(doc), limit)
+		}
+	}
+}
+
+// errDocTooLarge marks a document that cannot be cut to fit: the entry is
+// committed without one (reading it again would not help).
+var errDocTooLarge = errors.New("consumer: context document too large")
+
+// docOverhead is what a context record holds besides its value: the key
+// (an alert id), the headers and the record's framing in its batch.
+const docOverhead = 512
+
+// readLimit reads the context topic's max.message.bytes into maxDoc; a
+// limit that cannot be read is taken to be Kafka's default, with a warning.
+func (w *caseWorker) readLimit(ctx context.Context, cl *kgo.Client) {
+	topic := ContextTopic(w.cfg.AlertsTopic)
+	configs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topic)
+	v, err := maxMessageBytes(configs, err, topic)
 	if err != nil {
-		return nil, fmt.Errorf("consumer: context document: %w", err)
+		w.cfg.Logger.Warn("case worker: cannot read the context topic's max.message.bytes; documents are cut to fit the default instead (allow DescribeConfigs on the topic)",
+			"topic", topic, "assumed", unknownMaxMessageBytes, "err", err)
+		v = unknownMaxMessageBytes
 	}
-	c.QuarantineWatch.AlertID = entry.AlertID
-	return producer.EncodeContext(c)
+	w.maxDoc.Store(max(v-docOverhead, docOverhead))
 }
 
 // finding reads the entry's source record again and returns the finding

@@ -470,3 +470,53 @@ func TestCaseWorkerSourceRecordGone(t *testing.T) {
 		t.Errorf("the document took %v", took)
 	}
 }
+
+// TestCaseWorkerDocumentTooLarge: a context document larger than the
+// context topic's max.message.bytes (a busy user: many addresses, agents,
+// calls) is cut to fit, its lists shortened to their most frequent values
+// and the cuts listed, its counts whole; it is written once, and the worker
+// goes on to the next entry instead of producing the refused document
+// again and again.
+func TestCaseWorkerDocumentTooLarge(t *testing.T) {
+	s := plantOnCluster(t, 7, time.Date(2024, 10, 30, 0, 0, 0, 0, time.UTC), 10)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := "4000"
+	_, err = kadm.NewClient(cl).AlterTopicConfigs(context.Background(), []kadm.AlterConfig{{Name: "max.message.bytes", Value: &small}}, ContextTopic(alertsTopic))
+	cl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.writeWatchlist(t, false, s.entry("24h0m0s"), nil)
+	cfg := s.workerConfig(t)
+	startWorker(t, &cfg, newCaseWorker(&cfg))
+	s.waitEntries(t, &cfg, 2)
+	docs := s.contextDocs(t, kgo.ReadCommitted())
+	if len(docs) != 1 {
+		t.Fatalf("%d context documents, want 1", len(docs))
+	}
+	if len(docs[0].Value) > 4000 {
+		t.Errorf("the document is %d bytes, over the topic's 4000", len(docs[0].Value))
+	}
+	var doc producer.ECSContext
+	if err := json.Unmarshal(docs[0].Value, &doc); err != nil {
+		t.Fatal(err)
+	}
+	want := s.c.Truth(s.c.QuarantineTime.Add(-24 * time.Hour))
+	got := doc.QuarantineWatch.Summary
+	if got.Events != want.Events || got.AsActor != want.AsActor || got.AsTarget != want.AsTarget || len(got.Truncated) == 0 {
+		t.Errorf("events %d (%d, %d), cut %+v; want %d (%d, %d) and the cuts listed", got.Events, got.AsActor, got.AsTarget, got.Truncated,
+			want.Events, want.AsActor, want.AsTarget)
+	}
+	for _, c := range got.Truncated {
+		if c.Kept >= c.Total {
+			t.Errorf("cut %+v keeps everything", c)
+		}
+	}
+	if v := value(t, cfg.Metrics.Lookbacks.WithLabelValues("written")); v != 1 {
+		t.Errorf("lookbacks_total{outcome=written} = %v, want 1", v)
+	}
+	t.Logf("%d bytes: %s", len(docs[0].Value), docs[0].Value)
+}

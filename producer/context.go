@@ -116,6 +116,17 @@ type ECSSummary struct {
 	Errors       []ECSCount       `json:"errors"`
 	Notable      []ECSNotable     `json:"notable"`
 	LeftOut      ECSLeftOut       `json:"left_out"`
+	// Truncated lists the lists Cut shortened to fit the topic, with
+	// their whole lengths; the counts above are always whole.
+	Truncated []ECSTruncated `json:"truncated,omitempty"`
+}
+
+// ECSTruncated is one list of the summary that was cut: Kept of Total
+// entries remain.
+type ECSTruncated struct {
+	Field string `json:"field"`
+	Total int    `json:"total"`
+	Kept  int    `json:"kept"`
 }
 
 // ECSActionCount counts one API call.
@@ -332,4 +343,123 @@ func EncodeOCSFContext(d *OCSFDetectionFinding) ([]byte, error) {
 		return nil, fmt.Errorf("producer: encoding OCSF context document: %w", err)
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Cut shortens the summary's longest list (by its JSON size; the notable
+// calls only when no other list can be cut) to half its entries, keeping
+// those seen most often (of the notable calls, the latest: those closest
+// to the finding), in their order, and records the cut in Truncated. It reports false when no list has more than one entry left.
+// The counts (events, as actor, as target) are never cut: they are the
+// whole window's, whatever the lists keep.
+func (s *ECSSummary) Cut() bool {
+	type list struct {
+		field string
+		n     int
+		cut   func(keep int)
+	}
+	byCount := func(counts []int, keep int) []bool {
+		idx := make([]int, len(counts))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(counts[b], counts[a]) })
+		kept := make([]bool, len(counts))
+		for _, i := range idx[:keep] {
+			kept[i] = true
+		}
+		return kept
+	}
+	seen := func(v *[]ECSSeen) func(int) {
+		return func(keep int) {
+			counts := make([]int, len(*v))
+			for i, x := range *v {
+				counts[i] = x.Count
+			}
+			kept := byCount(counts, keep)
+			i := 0
+			*v = slices.DeleteFunc(*v, func(ECSSeen) bool { i++; return !kept[i-1] })
+		}
+	}
+	count := func(v *[]ECSCount) func(int) {
+		return func(keep int) {
+			counts := make([]int, len(*v))
+			for i, x := range *v {
+				counts[i] = x.Count
+			}
+			kept := byCount(counts, keep)
+			i := 0
+			*v = slices.DeleteFunc(*v, func(ECSCount) bool { i++; return !kept[i-1] })
+		}
+	}
+	lists := []list{
+		{"source_ips", len(s.SourceIPs), seen(&s.SourceIPs)},
+		{"user_agents", len(s.UserAgents), seen(&s.UserAgents)},
+		{"regions", len(s.Regions), count(&s.Regions)},
+		{"errors", len(s.Errors), count(&s.Errors)},
+		{"actions", len(s.Actions), func(keep int) {
+			counts := make([]int, len(s.Actions))
+			for i, x := range s.Actions {
+				counts[i] = x.Count
+			}
+			kept := byCount(counts, keep)
+			i := 0
+			s.Actions = slices.DeleteFunc(s.Actions, func(ECSActionCount) bool { i++; return !kept[i-1] })
+		}},
+		{"access_key_ids", len(s.AccessKeyIDs), func(keep int) { s.AccessKeyIDs = s.AccessKeyIDs[:keep] }},
+		{"notable", len(s.Notable), func(keep int) { s.Notable = s.Notable[len(s.Notable)-keep:] }},
+	}
+	sizes := map[string]int{}
+	for _, l := range []struct {
+		field string
+		v     any
+	}{{"source_ips", s.SourceIPs}, {"user_agents", s.UserAgents}, {"regions", s.Regions}, {"errors", s.Errors},
+		{"actions", s.Actions}, {"access_key_ids", s.AccessKeyIDs}, {"notable", s.Notable}} {
+		b, _ := json.Marshal(l.v)
+		sizes[l.field] = len(b)
+	}
+	// The notable calls, the summary's point, are cut last.
+	best := -1
+	for _, notable := range []bool{false, true} {
+		for i, l := range lists {
+			if (l.field == "notable") == notable && l.n > 1 && (best < 0 || sizes[l.field] > sizes[lists[best].field]) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			break
+		}
+	}
+	if best < 0 {
+		return false
+	}
+	l := lists[best]
+	keep := l.n / 2
+	l.cut(keep)
+	for i := range s.Truncated {
+		if s.Truncated[i].Field == l.field {
+			s.Truncated[i].Kept = keep
+			return true
+		}
+	}
+	s.Truncated = append(s.Truncated, ECSTruncated{Field: l.field, Total: l.n, Kept: keep})
+	return true
+}
+
+// Cut cuts the document's summary (ECSSummary.Cut) and keeps related.ip
+// to the source addresses it still lists.
+func (c *ECSContext) Cut() bool {
+	if !c.QuarantineWatch.Summary.Cut() {
+		return false
+	}
+	if c.Related != nil {
+		var ips []string
+		for _, v := range c.QuarantineWatch.Summary.SourceIPs {
+			if ip, err := netip.ParseAddr(v.Value); err == nil && ip.Zone() == "" {
+				ips = append(ips, ip.String())
+			}
+		}
+		slices.Sort(ips)
+		c.Related.IP = slices.Compact(ips)
+	}
+	return true
 }

@@ -3,6 +3,7 @@ package producer
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,57 @@ func TestContextConformsToOCSF(t *testing.T) {
 	}
 	if bytes.Contains(alert, []byte(`"enrichments"`)) {
 		t.Errorf("the alert has enrichments: %s", alert)
+	}
+}
+
+// TestContextCut: a summary of 5,000 source addresses, one of them seen
+// far more than the others, is cut until its document fits 20,000 bytes:
+// the frequent address is kept, related.ip follows the list, the counts
+// are whole and the cut is listed; the notable calls are left alone while
+// another list can be cut.
+func TestContextCut(t *testing.T) {
+	end := time.Date(2023, 11, 21, 23, 23, 52, 0, time.UTC)
+	sum := contextSummary()
+	at := end.Add(-time.Hour)
+	sum.SourceIPs = nil
+	for i := range 5000 {
+		n := 1
+		if i == 4321 {
+			n = 1000
+		}
+		sum.SourceIPs = append(sum.SourceIPs, lookback.Seen{Value: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String(), First: at, Last: at, Count: n})
+	}
+	frequent := sum.SourceIPs[4321].Value
+	c, err := NewECSContext(contextFinding(), sum, ContextWindow{Lookback: 24 * time.Hour, Start: end.Add(-24 * time.Hour), End: end, DataStart: end.Add(-30 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		doc, err := EncodeContext(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(doc) <= 20000 {
+			break
+		}
+		if !c.Cut() {
+			t.Fatalf("cannot cut under 20,000 bytes: %d", len(doc))
+		}
+	}
+	s := c.QuarantineWatch.Summary
+	ips := map[string]bool{}
+	for _, v := range s.SourceIPs {
+		ips[v.Value] = true
+	}
+	if !ips[frequent] || len(c.Related.IP) != len(s.SourceIPs) || s.Events != 2 || len(s.Notable) != 1 {
+		t.Errorf("kept %d addresses (the frequent one: %v), related.ip %d, events %d, notable %d", len(s.SourceIPs), ips[frequent], len(c.Related.IP), s.Events, len(s.Notable))
+	}
+	for _, ip := range c.Related.IP {
+		if !ips[ip] {
+			t.Errorf("related.ip %s is not among the kept addresses", ip)
+		}
+	}
+	if len(s.Truncated) != 1 || s.Truncated[0].Field != "source_ips" || s.Truncated[0].Total != 5000 || s.Truncated[0].Kept != len(s.SourceIPs) {
+		t.Errorf("truncated %+v", s.Truncated)
 	}
 }

@@ -70,7 +70,9 @@ type Metrics struct {
 	// written (a context document committed), failed (the look-back could
 	// not run and the entry is read again), bad_entry (a value that is not
 	// a watch entry, committed without a document), ended (a tombstone),
-	// other_key (a key outside "entry/", state of another kind).
+	// other_key (a key outside "entry/", state of another kind),
+	// too_large (a document that cannot be cut to fit its topic, committed
+	// without it).
 	Lookbacks *prometheus.CounterVec // outcome
 	// LookbackRecords counts the source records look-backs read, every
 	// pass over the window (a learned key costs another).
@@ -146,12 +148,12 @@ func New() *Metrics {
 		Help: "Kafka sessions rebuilt in process (same transactional id) after a transaction could not end, by reason."}, []string{"reason"})
 	m.KafkaContext = kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka_context"))
 	m.Lookbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "lookbacks_total",
-		Help: "Watchlist records the case worker handled, by outcome (written, failed, bad_entry, ended, other_key)."}, []string{"outcome"})
+		Help: "Watchlist records the case worker handled, by outcome (written, failed, bad_entry, ended, other_key, too_large)."}, []string{"outcome"})
 	m.LookbackRecords = f("lookback_records_read_total", "Source records read by look-backs, every pass counted.")
 	m.LookbackDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "lookback_duration_seconds",
 		Help: "From reading a watch entry to the commit of its context document.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
 	reg.MustRegister(m.Lookbacks, m.LookbackRecords, m.LookbackDuration)
-	for _, outcome := range []string{"written", "failed", "bad_entry", "ended", "other_key"} {
+	for _, outcome := range []string{"written", "failed", "bad_entry", "ended", "other_key", "too_large"} {
 		m.Lookbacks.WithLabelValues(outcome)
 	}
 	m.WatchEntries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "watch_entries_total",
