@@ -136,6 +136,9 @@ func scrapeExercised(t *testing.T) map[string]bool {
 	m.LastCommit.SetToCurrentTime()
 	m.FetchErrors.WithLabelValues("transient").Inc()
 	m.RecordsSkipped.WithLabelValues("cloudtrail").Add(2)
+	m.Lookbacks.WithLabelValues("failed").Inc()
+	m.LookbackRecords.Add(10)
+	m.LookbackDuration.Observe(1.5)
 	m.SetReady(func() bool { return true })
 
 	// franz-go's metrics, from a client with the service's hooks that
