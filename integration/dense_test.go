@@ -51,6 +51,9 @@ import (
 // from the matcher.
 const elasticRuleID = "0b79f5c0-2c31-4fea-86cd-e62644278205"
 
+// postQuarantineRuleIDs are the post-quarantine rules' ids (docs/rules.md).
+var postQuarantineRuleIDs = []string{"4fa36cd2-2037-4749-98fb-f038ad0d03f5", "5f65c987-11ee-4c03-9b3d-8cd6983599d9", "fa33cc09-e802-4dfd-83db-cf6a9e763cc3"}
+
 // alertIDOf is the alert id of rule ruleID's finding on eventID, derived as
 // docs/siem.md specifies it (SHA-256 over the domain, the rule id and the
 // event id, NUL separated), independently of package producer.
@@ -116,9 +119,14 @@ type denseSource struct {
 	cfg   denseSourceConfig
 	topic string
 
-	mu       sync.Mutex
-	records  map[string]*denseRecord // by key
-	byAlert  map[string]string       // alert id → key
+	mu      sync.Mutex
+	records map[string]*denseRecord // by key
+	byAlert map[string]string       // alert id → key
+	// byPost maps the alert id each post-quarantine rule would give each
+	// event to its record's key: which events are a watched user's depends
+	// on when the instance loaded each watch (the watch is on by default),
+	// so such alerts are not expected, but each must be its record's, once.
+	byPost   map[string]string
 	txns     int
 	aborted  int // transactions aborted on purpose
 	unknown  int // transactions whose end was not acknowledged
@@ -133,7 +141,7 @@ type denseSource struct {
 func startDenseSource(ctx context.Context, t *testing.T, b cluster, topic string, cfg denseSourceConfig) *denseSource {
 	s := &denseSource{
 		cfg: cfg, topic: topic,
-		records: map[string]*denseRecord{}, byAlert: map[string]string{},
+		records: map[string]*denseRecord{}, byAlert: map[string]string{}, byPost: map[string]string{},
 		release: make(chan struct{}), done: make(chan struct{}),
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -194,6 +202,11 @@ func (s *denseSource) run(ctx context.Context, b cluster, txnID string) {
 			if !r.Malformed {
 				recs[i].alertID = alertIDOf(elasticRuleID, r.Positives()[0])
 				s.byAlert[recs[i].alertID] = key
+				for _, e := range r.Events {
+					for _, rule := range postQuarantineRuleIDs {
+						s.byPost[alertIDOf(rule, e.EventID)] = key
+					}
+				}
 			}
 			s.records[key] = recs[i]
 			seq++
@@ -761,7 +774,9 @@ type denseVerdict struct {
 	// record's (franz-go reader only); wrongKind findings of malformed
 	// records and dead letters of positives.
 	misplaced, wrongKind int
-	notes                []string
+	// post counts the post-quarantine alerts read (see byPost).
+	post  int
+	notes []string
 }
 
 func (v *denseVerdict) note(format string, args ...any) {
@@ -782,6 +797,7 @@ func (s *denseSource) judge(r *denseReader, log sourceLog) denseVerdict {
 	defer r.mu.Unlock()
 	v := denseVerdict{outputs: len(r.outs)}
 	seen := map[string]int{}
+	postSeen := map[string]int{}
 	for _, c := range slices.SortedFunc(maps.Keys(r.outs), func(a, b coord) int {
 		return cmp.Or(strings.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition), cmp.Compare(a.offset, b.offset))
 	}) {
@@ -790,6 +806,19 @@ func (s *denseSource) judge(r *denseReader, log sourceLog) denseVerdict {
 		switch c.topic {
 		case r.p.alerts:
 			key = s.byAlert[o.key]
+			if post, ok := s.byPost[o.key]; key == "" && ok {
+				// A post-quarantine alert: of a committed record, once.
+				v.post++
+				if _, inLog := log[post]; !inLog {
+					v.phantom++
+					v.note("%s: post-quarantine alert %s/%d@%d is of source record %s, not in the log", r.name, c.topic, c.partition, c.offset, post)
+				}
+				if postSeen[o.key]++; postSeen[o.key] > 1 {
+					v.duplicates++
+					v.note("%s: post-quarantine alert %s read %d times", r.name, o.key, postSeen[o.key])
+				}
+				continue
+			}
 		case r.p.dlq:
 			key = o.key
 		}
@@ -1315,8 +1344,8 @@ func (r *denseRun) finish(catchUp time.Duration) denseResult {
 	}
 	for _, rd := range readers {
 		v := r.src.judge(rd, goLog)
-		t.Logf("%s: %d outputs for %d source records: lost %d, duplicates %d, phantom %d, misplaced %d, wrong kind %d (records read twice by the reader itself: %d)",
-			rd.name, v.outputs, len(goLog), v.lost, v.duplicates, v.phantom, v.misplaced, v.wrongKind, rd.rereads)
+		t.Logf("%s: %d outputs for %d source records: lost %d, duplicates %d, phantom %d, misplaced %d, wrong kind %d (records read twice by the reader itself: %d; post-quarantine alerts: %d)",
+			rd.name, v.outputs, len(goLog), v.lost, v.duplicates, v.phantom, v.misplaced, v.wrongKind, rd.rereads, v.post)
 		for _, n := range v.notes {
 			t.Log("  " + n)
 		}
