@@ -648,6 +648,11 @@ func (l *ledger) check(t *testing.T, src *denseSource, res denseResult) safetyVe
 						x.offsets[part] = off
 					}
 				default:
+					if _, post := src.byPost[string(rec.Key)]; post && s.tp.topic == l.p.alerts && src.byAlert[string(rec.Key)] == "" {
+						// A post-quarantine alert (the watch is on by
+						// default): the dense oracle judges it (byPost).
+						continue
+					}
 					x.outputs = append(x.outputs, keyOf(s.tp.topic, rec))
 				}
 			}
