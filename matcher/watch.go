@@ -101,7 +101,11 @@ import (
 //     which it is not.
 //   - After v comes the closing quote: '"' at level 0, `\` and more at
 //     every other level. So the bytes read up to the next '"' or '\' are v
-//     exactly, at most 64 of them, and they fold to N: against (2).
+//     exactly, at most 64 of them, and they fold to N: against (2). The
+//     test that runs before the read (watchValueAt's mayStart) passes v
+//     too: it holds the first two bytes of every name, folded, and for a
+//     name of one byte that byte followed by '"' and by '\', the first
+//     byte of the closing quote at any level.
 //
 // Induction over the levels is prefilter.go's own; compressed payloads are
 // inflated before the prefilter runs, and base64 of gzip inside JSON text
