@@ -60,6 +60,9 @@ func TestFindingID(t *testing.T) {
 
 func TestCheckFindings(t *testing.T) {
 	rec := func(id string) []byte { return []byte(`{"eventID":"` + id + `"}`) }
+	post := func(id, rule string) []byte {
+		return []byte(`{"event":{"id":"` + id + `"},"rule":{"id":"` + rule + `"},"quarantine_watch":{"watch":{"alert_id":"x"}}}`)
+	}
 	want := map[string]bool{"a": true, "b": true}
 	for _, tc := range []struct {
 		name   string
@@ -70,6 +73,10 @@ func TestCheckFindings(t *testing.T) {
 		{"missing", [][]byte{rec("a")}, "1 missing: b"},
 		{"unexpected", [][]byte{rec("a"), rec("b"), rec("c")}, `1 unexpected: "c"×1`},
 		{"duplicated", [][]byte{rec("a"), rec("b"), rec("b")}, "1 duplicated: b×2"},
+		// quarantine-watch's post-quarantine alerts (the watch is on by
+		// default): not expected, but once each.
+		{"post-quarantine", [][]byte{rec("a"), rec("b"), post("c", "r1"), post("a", "r1")}, ""},
+		{"post-quarantine duplicated", [][]byte{rec("a"), rec("b"), post("c", "r1"), post("c", "r1")}, `1 duplicated post-quarantine: "c" of rule r1×2`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkFindings(tc.values, want)
