@@ -426,7 +426,7 @@ func (w *caseWorker) finding(ctx context.Context, entry *producer.WatchEntry) (f
 	}
 	sc := m.NewScanner()
 	var fs []matcher.Finding
-	err = w.read(ctx, partRange{topic: src.Topic, partition: src.Partition, from: src.Offset, to: src.Offset + 1}, func(r *kgo.Record) {
+	err = w.read(ctx, partRange{topic: src.Topic, partition: src.Partition, from: src.Offset, to: src.Offset + 1}, false, func(r *kgo.Record) {
 		if r.Offset != src.Offset {
 			return
 		}
@@ -582,7 +582,7 @@ func (w *caseWorker) pass(ctx context.Context, parts []partRange, f *matcher.Ide
 			}
 			sc := m.NewScanner()
 			var buf []matcher.Candidate
-			errs[i] = w.read(ctx, p, func(r *kgo.Record) {
+			errs[i] = w.read(ctx, p, true, func(r *kgo.Record) {
 				if firsts[i].IsZero() {
 					firsts[i] = r.Timestamp
 				}
@@ -613,12 +613,20 @@ func (w *caseWorker) pass(ctx context.Context, parts []partRange, f *matcher.Ide
 
 // read calls fn for each data record of p, in offset order, with a client
 // of its own: no group, read_committed, and control records kept, so that
-// the end of a range that closes with a transaction marker is seen.
-func (w *caseWorker) read(ctx context.Context, p partRange, fn func(*kgo.Record)) error {
+// the end of a range that closes with a transaction marker is seen. With
+// recycle, the records and the buffers they were decompressed into are
+// reused once fn returns (fn keeps nothing of them): a look-back reads
+// gigabytes, and without it the garbage collector, which the main loop
+// shares, would collect all of them.
+func (w *caseWorker) read(ctx context.Context, p partRange, recycle bool, fn func(*kgo.Record)) error {
 	if p.from >= p.to {
 		return nil
 	}
-	opts := append([]kgo.Opt{
+	var pools []kgo.Opt
+	if recycle {
+		pools = append(pools, kgo.WithPools(lookbackPools))
+	}
+	opts := append(append([]kgo.Opt{
 		kgo.SeedBrokers(w.cfg.Brokers...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
@@ -627,7 +635,7 @@ func (w *caseWorker) read(ctx context.Context, p partRange, fn func(*kgo.Record)
 		// look-back holds little, and the byte budget paces it.
 		kgo.FetchMaxBytes(1 << 20),
 		kgo.FetchMaxPartitionBytes(1 << 20),
-	}, w.cfg.ClientOpts...)
+	}, pools...), w.cfg.ClientOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("consumer: look-back client: %w", err)
@@ -656,6 +664,9 @@ func (w *caseWorker) read(ctx context.Context, p partRange, fn func(*kgo.Record)
 		}
 		var n, bytes int
 		fetches.EachRecord(func(r *kgo.Record) {
+			if recycle {
+				defer r.Recycle()
+			}
 			if r.Offset < next || r.Offset >= p.to {
 				if r.Offset >= p.to {
 					next = p.to
@@ -708,3 +719,36 @@ func (b *byteBudget) wait(ctx context.Context, n int) error {
 	}
 	return ctx.Err()
 }
+
+// lookbackPools are the look-back reads' kgo pools (see read): their
+// decompression buffers and record slices, shared by every read.
+var lookbackPools = &recyclePools{}
+
+// recyclePools implements kgo.PoolDecompressBytes and kgo.PoolRecords
+// with sync.Pools.
+type recyclePools struct {
+	bufs, recs sync.Pool
+}
+
+// GetDecompressBytes returns a pooled buffer, or a new one sized for
+// CloudTrail's usual ratio; kgo grows one that is too small.
+func (p *recyclePools) GetDecompressBytes(compressed []byte, _ kgo.CompressionCodecType) []byte {
+	if b, ok := p.bufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, 8*len(compressed))
+}
+
+// PutDecompressBytes takes a buffer back.
+func (p *recyclePools) PutDecompressBytes(b []byte) { p.bufs.Put(&b) }
+
+// GetRecords returns a pooled record slice of capacity n or more.
+func (p *recyclePools) GetRecords(n int) []kgo.Record {
+	if rs, ok := p.recs.Get().(*[]kgo.Record); ok && cap(*rs) >= n {
+		return (*rs)[:n]
+	}
+	return make([]kgo.Record, n)
+}
+
+// PutRecords takes a record slice back.
+func (p *recyclePools) PutRecords(rs []kgo.Record) { p.recs.Put(&rs) }

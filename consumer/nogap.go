@@ -418,7 +418,7 @@ func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *p
 		if f, ok := from.Lookup(p.topic, p.partition); ok && f.Offset >= 0 {
 			p.from = f.Offset
 		}
-		err := w.read(ctx, p, func(r *kgo.Record) {
+		err := w.read(ctx, p, false, func(r *kgo.Record) {
 			res := sc.MatchWatchlist(list, r.Value, fs[:0])
 			fs = res.Findings
 			for _, f := range res.Findings {
