@@ -231,37 +231,15 @@ func (l *loop) writeMarks(ctx context.Context, s *watchSnapshot, records []*kgo.
 		}
 	}
 	cl := l.sess.Client()
-	uncommitted := cl.UncommittedOffsets()
-	// A partition this member has not read from starts at the group's
-	// committed offset. It is asked of the group, not of the client, whose
-	// own copy is filled only once its offset fetch after the assignment
-	// has answered: a marker written before would say -1 (every record
-	// matched with the entry) for a partition whose earlier records the
-	// previous owner matched without it.
-	var committed kadm.OffsetResponses
-	for _, k := range due {
-		_, inBatch := first[markKey{"", k.topic, k.partition}]
-		_, read := uncommitted[k.topic][k.partition]
-		if !inBatch && !read && committed == nil {
-			var err error
-			committed, err = kadm.NewClient(cl).FetchOffsets(ctx, l.cfg.Group)
-			if err == nil {
-				err = committed.Error()
-			}
-			if err != nil {
-				l.setProduceErr(fmt.Errorf("consumer: markers: fetching the group's offsets: %w", err))
-				return
-			}
-		}
-	}
+	uncommitted, committed := cl.UncommittedOffsets(), cl.CommittedOffsets()
 	for _, k := range due {
 		offset := int64(-1)
 		if o, ok := first[markKey{"", k.topic, k.partition}]; ok {
 			offset = o
 		} else if o, ok := uncommitted[k.topic][k.partition]; ok && o.Offset >= 0 {
 			offset = o.Offset
-		} else if o, ok := committed.Lookup(k.topic, k.partition); ok && o.At >= 0 {
-			offset = o.At
+		} else if o, ok := committed[k.topic][k.partition]; ok && o.Offset >= 0 {
+			offset = o.Offset
 		}
 		rec, err := producer.WatchMarkRecord(producer.WatchMark{AlertID: k.alertID, Topic: k.topic, Partition: k.partition, Offset: offset}, l.cfg.watchlistTopic())
 		if err != nil {
