@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -607,5 +608,40 @@ func TestSamples(t *testing.T) {
 				t.Errorf("positives %v, want %v", got, tc.positive)
 			}
 		})
+	}
+}
+
+// TestExposedUsersOnlyQuarantined: the users generated quarantines name
+// appear in no other generated event, so a watch they open finds none of
+// the generated traffic (see exposedUserNames). The names are those the
+// quarantines' ground truth gives; records holding a quarantine are left
+// out whole, and compressed values are not searched (drawn the same way).
+func TestExposedUsersOnlyQuarantined(t *testing.T) {
+	quarantines := map[Kind]bool{Quarantine: true, EmptyErrorCode: true, EscapedQuarantine: true, FailedQuarantineAttach: true, LegacyInlineQuarantine: true}
+	g := New(Config{Seed: 7, QuarantineRate: 0.01, NearMissRate: 0.05})
+	var others []string // values of records without a quarantine, lowercased
+	exposed := map[string]bool{}
+	for range 30000 {
+		r := g.Next()
+		holds := false
+		for _, e := range r.Events {
+			if quarantines[e.Kind] {
+				holds = true
+				exposed[strings.ToLower(e.UserName)] = true
+			}
+		}
+		if !holds && r.Shape != ShapeCloudWatchGzip && r.Shape != ShapeCloudWatchBase64 && r.Shape != ShapeCloudWatchAWSLogs {
+			others = append(others, strings.ToLower(string(r.Value)))
+		}
+	}
+	if len(exposed) < 5 {
+		t.Fatalf("only %d quarantined users in 30,000 records at rate 0.01: the test checked too little", len(exposed))
+	}
+	for name := range exposed {
+		for _, v := range others {
+			if strings.Contains(v, `"`+name+`"`) || strings.Contains(v, "/"+name+`"`) {
+				t.Fatalf("a record without a quarantine names the quarantined user %s: %.300s", name, v)
+			}
+		}
 	}
 }

@@ -67,6 +67,20 @@ var userNames = []string{
 	"datadog-integration", "mobile-app-uploader", "reporting", "kim.lee", "sso-breakglass",
 }
 
+// exposedUserNames are the users AWS quarantines in generated traffic: the
+// long-lived service users whose keys end up in a repository or a build
+// log. No other generated event names them, as caller or as target, so
+// the watch a generated quarantine opens finds nothing in the traffic
+// after it: quarantines here are one in ten thousand events or more, far
+// above real traffic, and a quarantined user drawn from the callers'
+// pool would make a large part of every generated stream its activity.
+// What a quarantined user does before and after is the planted case's
+// (casefile.go), whose ground truth says it event by event.
+var exposedUserNames = []string{
+	"ci-deploy-legacy", "gh-actions-2019", "jenkins-s3-publisher", "backup-uploader-old", "etl-loader-v1",
+	"mobile-build-signer", "terraform-bootstrap", "analytics-export", "sftp-ingest", "marketing-site-deployer",
+}
+
 var roleNames = []string{
 	"ec2-instance-role", "lambda-exec-orders", "OrganizationAccountAccessRole",
 	"AWSReservedSSO_AdministratorAccess_0123456789abcdef", "AWSReservedSSO_ReadOnly_fedcba9876543210",

@@ -218,7 +218,7 @@ func (g *Generator) plan(kind Kind, max int) *eventState {
 		}
 	case Quarantine, EmptyErrorCode, EscapedQuarantine, FailedQuarantineAttach:
 		st.op = &opAttachUserPolicy
-		st.targetKey, st.target = "userName", pick(g, userNames)
+		st.targetKey, st.target = "userName", pick(g, exposedUserNames)
 		st.policyArn = QuarantinePolicyARNs[g.rng.IntN(4)]
 		g.planAWSInternal(st)
 		switch kind {
@@ -254,7 +254,7 @@ func (g *Generator) plan(kind Kind, max int) *eventState {
 		g.planAdmin(st)
 	case LegacyInlineQuarantine:
 		st.op = &opPutUserPolicy
-		st.targetKey, st.target = "userName", pick(g, userNames)
+		st.targetKey, st.target = "userName", pick(g, exposedUserNames)
 		st.policyName = legacyPolicyName
 		st.version = "1.05"
 		st.modern = false
