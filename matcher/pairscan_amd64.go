@@ -48,3 +48,18 @@ func nextPairBlock(b []byte, off, end int, ps *pairSet) (int, uint32) {
 	}
 	return off + at, uint32(mask)
 }
+
+//go:noescape
+func pairMaskWatchAVX2(p *byte, n, avail int, first, second *[4]byte, prefix2 *[1024]uint64) (at, mask int)
+
+// nextPairBlockWatch is nextPairBlock for a group whose fourth pair is the
+// watch's, which skips the blocks where that pair alone occurs and is, at
+// each occurrence, `"userName":"` followed by a value no name can start
+// (pairMaskWatchAVX2, held to watchValueAt by the prefilter's fuzzing).
+func nextPairBlockWatch(b []byte, off, end int, ps *pairSet, prefix2 *[1024]uint64) (int, uint32) {
+	at, mask := pairMaskWatchAVX2(&b[off], end-off, len(b)-off, &ps.first, &ps.second, prefix2)
+	if at < 0 {
+		return -1, 0
+	}
+	return off + at, uint32(mask)
+}

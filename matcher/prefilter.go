@@ -162,7 +162,9 @@ func newPrefilter(markers [][]byte, watch *Watchlist) prefilter {
 			p.suspect[c] = p.suspect[c] || in
 		}
 		if a := [2]byte{watchKey[watchAnchorAt], watchKey[watchAnchorAt+1]}; !slices.Contains(anchors, a) {
-			anchors = append(anchors, a)
+			// The fourth slot of the first group: its search can rule the
+			// watch's hits out without stopping (searchGroup).
+			anchors = slices.Insert(anchors, 3, a)
 			p.watchOnly = true
 		}
 	}
@@ -186,7 +188,7 @@ func newPrefilter(markers [][]byte, watch *Watchlist) prefilter {
 // anchors finds every anchor pair; each hit is checked in full.
 func (p *prefilter) mayMatch(b []byte) bool {
 	for g := range p.groups {
-		if p.searchGroup(b, &p.groups[g]) {
+		if p.searchGroup(b, &p.groups[g], g == 0 && p.watchOnly) {
 			return true
 		}
 	}
@@ -198,7 +200,12 @@ func (p *prefilter) mayMatch(b []byte) bool {
 // positions at a time and checks each hit of the block from its mask, so a
 // hit that does not match (a "userName" of the watch, about one a record)
 // costs the check and not a new search from the byte after it.
-func (p *prefilter) searchGroup(b []byte, ps *pairSet) bool {
+//
+// With watch set, the group's fourth pair is the watch's alone, and the
+// search does not stop at a block where it alone occurs at places where
+// watchValueAt would say no (nextPairBlockWatch): the common `"userName":"`
+// and a value whose first two bytes start no watched name.
+func (p *prefilter) searchGroup(b []byte, ps *pairSet, watch bool) bool {
 	if !pairBlocks(b) {
 		for pos := 0; pos < len(b); {
 			i := indexPair(b[pos:], ps)
@@ -217,8 +224,14 @@ func (p *prefilter) searchGroup(b []byte, ps *pairSet) bool {
 	// exists. Then one block ending at the last position, whose positions
 	// below end are masked off.
 	end := (len(b) - 1) &^ 31
+	next := func(off, end int) (int, uint32) {
+		if watch {
+			return nextPairBlockWatch(b, off, end, ps, &p.watch.prefix2)
+		}
+		return nextPairBlock(b, off, end, ps)
+	}
 	for off := 0; off < end; {
-		at, mask := nextPairBlock(b, off, end, ps)
+		at, mask := next(off, end)
 		if at < 0 {
 			break
 		}
@@ -233,7 +246,7 @@ func (p *prefilter) searchGroup(b []byte, ps *pairSet) bool {
 		return false
 	}
 	last := len(b) - 33
-	at, mask := nextPairBlock(b, last, last+32, ps)
+	at, mask := next(last, last+32)
 	if at < 0 {
 		return false
 	}

@@ -589,9 +589,11 @@ func TestMatchWatchlist(t *testing.T) {
 // overlapping the one before), with hits before them that do not match, and
 // holds the one-pass search to the search key by key at every position.
 func TestWatchFilterPositions(t *testing.T) {
-	w := mustWatchlist(t, watchFor("123456789012", "ledger-sync"))
+	w := mustWatchlist(t, watchFor("123456789012", "ledger-sync"), watchFor("123456789012", "t"))
 	p := newPrefilter([][]byte{[]byte(quarantineMarker)}, w)
-	for _, tail := range []string{`"userName":"ledger-sync"}`, `"userName":"bob"}`, `"p":"AWSCompromisedKeyQuarantine"}`, `"u":"\u0071"}`, `"u":"\u006c"}`} {
+	for _, tail := range []string{`"userName":"ledger-sync"}`, `"userName":"bob"}`, `"p":"AWSCompromisedKeyQuarantine"}`, `"u":"\u0071"}`, `"u":"\u006c"}`,
+		`"userName":"LEdger-sync"}`, `"userName":"le"}`, `"userName":"t"}`, `"userName":"T\\"}`, `"userName":"tx"}`, `"userName": "ledger-sync"}`,
+		`"userName":"\tledger-sync"}`, `"userName":"\u006cedger-sync"}`, `"userName":""}`, `"userName":"`} {
 		for k := range 100 {
 			for _, head := range []string{"", `"userName":"bob",`, `"userName":"alice","userName":"carol",`} {
 				b := []byte("{" + strings.Repeat(" ", k) + head + tail)
