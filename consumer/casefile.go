@@ -87,6 +87,12 @@ type caseWorker struct {
 	// from its source record, with its rule alone.
 	mu       sync.Mutex
 	matchers map[string]*matcher.Matcher
+	// gap is the matcher of the service's rules, for the post-quarantine
+	// findings below the loop's markers (nogap.go).
+	gap *matcher.Matcher
+	// watch is the instance's watchlist loader, whose markers the worker
+	// waits for; nil (tests of the document alone) skips the gap.
+	watch *watchLoader
 
 	// maxDoc is the most bytes a context document may have: the context
 	// topic's max.message.bytes, read when a session starts, less the
@@ -185,6 +191,12 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 		open = true
 		began := time.Now()
 		out, outcome, err := w.job(ctx, records[0])
+		gap := 0 // post-quarantine alerts of the gap (nogap.go)
+		for _, r := range out {
+			if r.Topic == w.cfg.AlertsTopic {
+				gap++
+			}
+		}
 		if err != nil {
 			// Read again after a pause: the source may be back.
 			w.cfg.Metrics.Lookbacks.WithLabelValues("failed").Inc()
@@ -199,8 +211,8 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 			continue
 		}
 		e := kgo.AbortingFirstErrPromise(sess.Client())
-		if out != nil {
-			sess.Produce(ctx, out, e.Promise())
+		for _, r := range out {
+			sess.Produce(ctx, r, e.Promise())
 		}
 		if err := sess.Client().Flush(ctx); err != nil {
 			return fmt.Errorf("consumer: case worker: flushing: %w", err)
@@ -214,7 +226,7 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 				try = kgo.TryAbort
 			}
 		}
-		if try == kgo.TryCommit && v2 && out == nil {
+		if try == kgo.TryCommit && v2 && len(out) == 0 {
 			openForOffsets(ctx, sess.Client(), cfg.TransactionalID, cfg.Group)
 		}
 		committed, err := sess.End(ctx, try)
@@ -236,9 +248,11 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 		}
 		retry = 0
 		w.cfg.Metrics.Lookbacks.WithLabelValues(outcome).Inc()
+		w.cfg.Metrics.GapFindings.Add(float64(gap))
 		if outcome == "written" {
 			w.cfg.Metrics.LookbackDuration.Observe(time.Since(began).Seconds())
-			cfg.Logger.Info("case worker: context document written", "alert_id", string(out.Key), "took", time.Since(began).Round(time.Millisecond))
+			cfg.Logger.Info("case worker: context document written", "alert_id", string(out[0].Key), "gap_findings", gap,
+				"took", time.Since(began).Round(time.Millisecond))
 		}
 	}
 }
@@ -246,7 +260,7 @@ func (w *caseWorker) runSession(ctx context.Context) error {
 // job runs the look-back of one watchlist record. It returns the context
 // document to produce (nil for none) and the outcome to count once it
 // commits; an error means the entry is to be read again.
-func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) (*kgo.Record, string, error) {
+func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) ([]*kgo.Record, string, error) {
 	log := w.cfg.Logger
 	if !bytes.HasPrefix(rec.Key, []byte(producer.WatchKeyPrefix)) {
 		// Reserved for other state in the same topic.
@@ -266,11 +280,15 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) (*kgo.Record, str
 	lb := cmp.Or(entry.Lookback, w.cfg.ContextLookback, lookback.DefaultLookback)
 	log.Info("case worker: look-back started", "alert_id", entry.AlertID, "account", entry.Account, "user", entry.UserName,
 		"opened_at", entry.OpenedAt, "lookback", lb, "watchlist_offset", rec.Offset)
+	gap, err := w.gapAlerts(ctx, &entry, rec)
+	if err != nil {
+		return nil, "", err
+	}
 	doc, err := w.lookback(ctx, &entry, lb)
 	if errors.Is(err, errDocTooLarge) {
 		log.Error("case worker: the context document cannot be cut to fit the context topic; the entry is committed without one",
 			"alert_id", entry.AlertID, "err", err)
-		return nil, "too_large", nil
+		return gap, "too_large", nil // the gap's findings go out all the same
 	}
 	if err != nil {
 		return nil, "", err
@@ -278,7 +296,7 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) (*kgo.Record, str
 	// The record's timestamp is left to the client (the time of the
 	// produce): retention of the context topic runs from when the document
 	// was written, as the alerts' from their detection.
-	return &kgo.Record{
+	return append([]*kgo.Record{{
 		Topic: ContextTopic(w.cfg.AlertsTopic), Key: []byte(entry.AlertID), Value: doc,
 		Headers: []kgo.RecordHeader{
 			{Key: producer.HeaderContentType, Value: []byte(producer.ContentTypeJSON)},
@@ -286,7 +304,7 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) (*kgo.Record, str
 			{Key: producer.HeaderSchemaVersion, Value: []byte(w.cfg.Encoder.SchemaVersion())},
 			{Key: producer.HeaderAlertFormat, Value: []byte(w.cfg.Encoder.Format())},
 		},
-	}, "written", nil
+	}}, gap...), "written", nil
 }
 
 // lookback computes the context document of entry over a window of lb.

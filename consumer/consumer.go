@@ -439,6 +439,8 @@ func Run(ctx context.Context, c Config) error {
 	if cfg.watching() {
 		watchCtx, stopWatch := context.WithCancel(ctx)
 		l.watch, l.watchCtx = newWatchLoader(&cfg, m), watchCtx
+		l.marked = map[markKey]int64{}
+		cfg.health.gate = l.watch.gate
 		defer func() {
 			stopWatch()
 			if l.watch.started {
@@ -458,7 +460,9 @@ func Run(ctx context.Context, c Config) error {
 	l.started = func() {
 		go func() {
 			defer close(done)
-			newCaseWorker(&cfg).run(caseCtx)
+			w := newCaseWorker(&cfg)
+			w.watch = l.watch
+			w.run(caseCtx)
 		}()
 	}
 	err = l.run(ctx)

@@ -137,16 +137,25 @@ type health struct {
 	lagSince   atomic.Int64 // unix nanoseconds since when lag has been above 0; 0 without lag
 	lastCommit atomic.Int64 // unix nanoseconds of the last commit, or of the session's start
 	stalled    atomic.Bool
+
+	// gate, if set, runs in OnPartitionsAssigned before the new partitions
+	// are fetched (the no-gap protocol's assignment gate, nogap.go);
+	// assignedCh is closed, and replaced, after each assignment.
+	gate       func(context.Context, *kgo.Client)
+	assignedCh chan struct{}
 }
 
 func newHealth(cfg *Config) *health {
-	return &health{cfg: cfg, owned: map[string]map[int32]bool{}}
+	return &health{cfg: cfg, owned: map[string]map[int32]bool{}, assignedCh: make(chan struct{})}
 }
 
 // assigned and gone are the session's partition callbacks.
-func (h *health) assigned(_ context.Context, _ *kgo.Client, added map[string][]int32) {
+func (h *health) assigned(ctx context.Context, cl *kgo.Client, added map[string][]int32) {
 	if len(added) > 0 {
 		h.moves.Add(1)
+		if h.gate != nil {
+			h.gate(ctx, cl)
+		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -158,6 +167,15 @@ func (h *health) assigned(_ context.Context, _ *kgo.Client, added map[string][]i
 			h.owned[t][p] = true
 		}
 	}
+	close(h.assignedCh)
+	h.assignedCh = make(chan struct{})
+}
+
+// assignedSignal returns a channel closed at the next assignment.
+func (h *health) assignedSignal() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.assignedCh
 }
 
 func (h *health) gone(_ context.Context, _ *kgo.Client, gone map[string][]int32) {

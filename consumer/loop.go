@@ -40,6 +40,10 @@ type loop struct {
 	// findings that open a watch and of which no entry could be made.
 	pendingWatches []pendingWatch
 	watchRefused   int
+	// The no-gap protocol (nogap.go): the markers of the open transaction,
+	// and those this member committed, by key, with their offsets.
+	pendingMarks []pendingMark
+	marked       map[markKey]int64
 
 	// txnOpen is set from Begin until End returns without an error;
 	// txnBegan is when the last Begin returned, zero if it failed.
@@ -214,33 +218,52 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 	failed := 0               // batches aborted in a row for produce errors
 	var refused time.Duration // the last back-off after a refused commit
 	for {
-		fetches := l.sess.PollRecords(pollCtx, l.cfg.MaxBatch)
-		if err := l.watchFailed(); err != nil {
-			return err
-		}
-		if ctx.Err() != nil || fetches.IsClientClosed() {
-			l.logStopping(ctx)
-			return nil
-		}
-		if err := l.fetchErrors(fetches); err != nil {
-			return err
-		}
-		records := fetches.Records()
-		if len(records) > 0 {
-			l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
-		}
-		if len(records) == 0 {
-			if len(fetches) > 0 {
-				// The client retries on its own; do not spin on the errors
-				// it reports meanwhile.
-				select {
-				case <-time.After(250 * time.Millisecond):
-				case <-ctx.Done():
-				}
+		var records []*kgo.Record
+		var skipped []skip
+		// With markers due (an entry loaded, a partition assigned) and
+		// nothing polled, a transaction writes only them: the case worker
+		// waits on them.
+		// The signals first: a change after marksDue must wake the poll.
+		snap, tick := l.watchSnapshot()
+		moved := l.health.assignedSignal()
+		if len(l.marksDue(snap)) == 0 {
+			thisPoll, stopPoll := pollCtx, context.CancelFunc(func() {})
+			if l.watch != nil {
+				thisPoll, stopPoll = l.pollContext(pollCtx, snap.listOrNil(), tick, moved)
 			}
-			continue
+			fetches := l.sess.PollRecords(thisPoll, l.cfg.MaxBatch)
+			woke := thisPoll.Err() != nil && ctx.Err() == nil
+			stopPoll()
+			if err := l.watchFailed(); err != nil {
+				return err
+			}
+			if ctx.Err() != nil || fetches.IsClientClosed() {
+				l.logStopping(ctx)
+				return nil
+			}
+			if woke && len(fetches.Records()) == 0 {
+				continue // the loader or an assignment woke the poll
+			}
+			if err := l.fetchErrors(fetches); err != nil {
+				return err
+			}
+			records = fetches.Records()
+			if len(records) > 0 {
+				l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
+			}
+			if len(records) == 0 {
+				if len(fetches) > 0 {
+					// The client retries on its own; do not spin on the errors
+					// it reports meanwhile.
+					select {
+					case <-time.After(250 * time.Millisecond):
+					case <-ctx.Done():
+					}
+				}
+				continue
+			}
+			skipped = l.deletedBeforeRead(fetches)
 		}
-		skipped := l.deletedBeforeRead(fetches)
 		committed, reason, err := l.transact(work, records)
 		if err != nil && ctx.Err() != nil {
 			// Shutdown cut the transaction's end short: finish aborts it.
@@ -339,14 +362,25 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 		l.values[i] = r.Value
 		bytes += int64(len(r.Value))
 	}
-	l.pool.Match(l.values, l.results)
+	// One snapshot of the watchlist per transaction: the batch is matched
+	// with the list the markers are written for (nogap.go).
+	snap, _ := l.watchSnapshot()
+	if l.watch != nil {
+		l.pool.MatchWatchlist(snap.listOrNil(), l.values, l.results)
+		l.writeMarks(ctx, snap, records)
+	} else {
+		l.pool.Match(l.values, l.results)
+	}
 
 	detected := l.cfg.Now()
 	l.pendingFindings = l.pendingFindings[:0]
 	l.pendingClasses = l.pendingClasses[:0]
 	l.pendingWatches = l.pendingWatches[:0]
 	l.watchRefused = 0
-	oldest := records[0].Timestamp
+	var oldest time.Time
+	if n > 0 {
+		oldest = records[0].Timestamp
+	}
 	for i, res := range l.results {
 		r := records[i]
 		if r.Timestamp.Before(oldest) {
@@ -433,7 +467,10 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	m.Transactions.WithLabelValues("committed").Inc()
 	m.RecordsConsumed.Add(float64(n))
 	m.BytesConsumed.Add(float64(bytes))
-	m.CommitLatency.Observe(now.Sub(oldest).Seconds())
+	if n > 0 {
+		m.CommitLatency.Observe(now.Sub(oldest).Seconds())
+	}
+	l.markedCommitted(snap)
 	for _, f := range l.pendingFindings {
 		if f.dropped {
 			continue

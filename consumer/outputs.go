@@ -230,6 +230,10 @@ func (l *loop) settle(ctx context.Context, refused []rejection) error {
 func (l *loop) replace(r rejection) (output, error) {
 	o := r.out
 	src := o.source
+	if src == nil {
+		// A marker: nothing can stand for it, and it is small.
+		return o, fmt.Errorf("consumer: %s refused the marker %s: %w", o.rec.Topic, o.rec.Key, r.err)
+	}
 	log := l.cfg.Logger.With("topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "output_topic", o.rec.Topic, "err", r.err)
 	if errors.Is(r.err, kerr.MessageTooLarge) {
 		log.Warn("a record cut to the topic's max.message.bytes read at start-up was refused as too large: if the topic's limit was lowered since, restart the instance to read it again",

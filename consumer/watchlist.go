@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -139,6 +141,18 @@ type watchLoader struct {
 	// them once the matcher has them.
 	opened []producer.WatchEntry
 
+	// marks are the markers read (the no-gap protocol, nogap.go), kept
+	// whatever entries are loaded: a marker may be read before its entry
+	// (they are on different partitions). entriesDirty: the entries changed
+	// since the matcher's list was last built.
+	marks        map[markKey]int64
+	entriesDirty bool
+	// snap is what the loop and the case worker read (see watchSnapshot);
+	// tick is closed, and replaced, whenever a new one is published.
+	snap   atomic.Pointer[watchSnapshot]
+	tickMu sync.Mutex
+	tick   chan struct{}
+
 	// started is set by start, on Run's goroutine.
 	started  bool
 	caughtUp chan struct{} // closed once caught up
@@ -148,7 +162,8 @@ type watchLoader struct {
 
 func newWatchLoader(cfg *Config, m *matcher.Matcher) *watchLoader {
 	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]loadedEntry{},
-		position: map[int32]int64{}, targets: map[int32]int64{}, caughtUp: make(chan struct{}), done: make(chan struct{})}
+		position: map[int32]int64{}, targets: map[int32]int64{}, caughtUp: make(chan struct{}), done: make(chan struct{}),
+		marks: map[markKey]int64{}, tick: make(chan struct{})}
 }
 
 // loaderClientOpts are the loader client's options: the session's seed
@@ -234,6 +249,7 @@ func (w *watchLoader) run(ctx context.Context) error {
 		return err
 	}
 	if w.reached() {
+		w.entriesDirty = true
 		w.publish()
 		w.caughtUpNow(0)
 	}
@@ -297,6 +313,9 @@ func (w *watchLoader) run(ctx context.Context) error {
 				changed = true
 			}
 		}
+		if changed {
+			w.entriesDirty = true
+		}
 		if !w.ready() {
 			// One watchlist once caught up, not one per poll before; and
 			// handed to the matcher before the loop may poll.
@@ -309,11 +328,13 @@ func (w *watchLoader) run(ctx context.Context) error {
 					"topic", w.topic, "position", w.position, "targets", w.targets)
 			}
 			w.expire()
+			w.dropOrphanMarks()
 			w.publish()
 			w.caughtUpNow(time.Since(began))
 			continue
 		}
-		if changed {
+		if changed || n > 0 {
+			// Read records move the position the assignment gate waits on.
 			w.publish()
 		}
 	}
@@ -368,6 +389,9 @@ func (w *watchLoader) caughtUpNow(took time.Duration) {
 // skipped: the topic is written by this service and by operators'
 // tombstones, and nothing on it may stop an instance.
 func (w *watchLoader) apply(r *kgo.Record) bool {
+	if bytes.HasPrefix(r.Key, []byte(producer.WatchMarkKeyPrefix)) {
+		return w.applyMark(r)
+	}
 	if !bytes.HasPrefix(r.Key, []byte(producer.WatchKeyPrefix)) {
 		return false // another kind of state in the same topic
 	}
@@ -440,8 +464,16 @@ func (w *watchLoader) expire() bool {
 	return dropped
 }
 
-// publish hands the matcher the current entries.
+// publish hands the matcher the current entries, when they changed, and
+// publishes a new snapshot.
 func (w *watchLoader) publish() {
+	if w.entriesDirty {
+		w.publishList()
+	}
+	w.publishSnapshot()
+}
+
+func (w *watchLoader) publishList() {
 	list := make([]matcher.WatchEntry, 0, len(w.entries))
 	for _, e := range w.entries {
 		list = append(list, watchEntry(e.WatchEntry))
@@ -454,6 +486,7 @@ func (w *watchLoader) publish() {
 		return
 	}
 	w.matcher.SetWatchlist(wl)
+	w.entriesDirty = false
 	w.cfg.Metrics.WatchlistEntries.Set(float64(wl.Len()))
 	if w.ready() {
 		// From here on the matcher watches the user (the entries loaded

@@ -80,6 +80,17 @@ type Metrics struct {
 	// LookbackDuration is, per look-back that wrote its document, from
 	// reading the entry to the commit.
 	LookbackDuration prometheus.Histogram
+	// WatchMarks counts the markers the loop committed (the no-gap
+	// protocol: where a watch entry began to apply on a partition).
+	WatchMarks prometheus.Counter
+	// MarkersWaiting is 1 while the case worker waits for the markers of an
+	// entry (every source partition's) before it covers the gap below them;
+	// MarkerWait is how long each entry waited.
+	MarkersWaiting prometheus.Gauge
+	MarkerWait     prometheus.Histogram
+	// GapFindings counts the post-quarantine findings the case worker
+	// committed: events of a watched user read before the loop had the entry.
+	GapFindings prometheus.Counter
 	// WatchEntries counts the findings that open a watch, by outcome:
 	// written (the entry committed with the alert) or refused (no entry
 	// could be made of the finding: the reason is logged).
@@ -153,6 +164,13 @@ func New() *Metrics {
 	m.LookbackDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "lookback_duration_seconds",
 		Help: "From reading a watch entry to the commit of its context document.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
 	reg.MustRegister(m.Lookbacks, m.LookbackRecords, m.LookbackDuration)
+	m.WatchMarks = f("watch_marks_total", "Markers committed by the loop: where a watch entry began to apply on a source partition.")
+	m.MarkersWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "case_markers_waiting",
+		Help: "1 while the case worker waits for the markers of a watch entry on every source partition."})
+	m.MarkerWait = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "case_marker_wait_seconds",
+		Help: "How long the case worker waited for a watch entry's markers.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
+	m.GapFindings = f("gap_findings_total", "Post-quarantine findings the case worker committed for events read before the loop had the watch entry.")
+	reg.MustRegister(m.WatchMarks, m.MarkersWaiting, m.MarkerWait, m.GapFindings)
 	for _, outcome := range []string{"written", "failed", "bad_entry", "ended", "other_key", "too_large"} {
 		m.Lookbacks.WithLabelValues(outcome)
 	}

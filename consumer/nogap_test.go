@@ -1,0 +1,210 @@
+package consumer
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/producer"
+)
+
+// TestNoGapAfterTheQuarantine (issue 13 §2, "No gap"): the quarantine of
+// test-user and the user's calls right after it are in the same poll, on
+// every partition. The loop matches that batch before its loader has the
+// watch entry the batch itself writes, so the calls are matched unwatched;
+// the case worker must cover them (they are below the loop's markers), and
+// the loop the calls read after it has the entry. Each post-quarantine call
+// is a finding once to a read_committed reader; the call before the
+// quarantine and another user's are none. Run on the service's defaults
+// (watch on, transactions v2), one member.
+func TestNoGapAfterTheQuarantine(t *testing.T) {
+	const partitions = 6
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	brokers := cluster.ListenAddrs()
+	adm := adminOf(t, brokers)
+	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
+	createTopic(t, adm, contextTopic, nil)
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(sourceTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
+	// The quarantine is 2023-11-21T23:23:52Z (the sample's eventTime).
+	burst := []*kgo.Record{
+		at(0, userEvent("test-user", "00000000-0000-4000-8000-0000000000b0", "2023-11-21T23:00:00Z")), // before: none
+		at(2, readSample(t, "02_attach_user_policy_quarantine_v2_panther.json")),
+	}
+	want := map[string]int{}
+	for p := range int32(partitions) {
+		id := "00000000-0000-4000-8000-0000000000a" + string(rune('0'+p))
+		burst = append(burst, at(p, userEvent("test-user", id, "2023-11-21T23:33:52Z")))
+		want[id] = 1
+	}
+	burst = append(burst,
+		at(1, userEvent("bob", "00000000-0000-4000-8000-0000000000b1", "2023-11-21T23:35:00Z")), // not watched
+		at(2, userEvent("test-user", "00000000-0000-4000-8000-0000000000a6", "2023-11-21T23:40:00Z")))
+	want["00000000-0000-4000-8000-0000000000a6"] = 1
+	if err := cl.ProduceSync(context.Background(), burst...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	waitFor(t, "the case worker's context document", func() bool {
+		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 1
+	})
+	// Later calls: the loop has the entry by now.
+	var later []*kgo.Record
+	for p := range int32(partitions) {
+		id := "00000000-0000-4000-8000-0000000000c" + string(rune('0'+p))
+		later = append(later, at(p, userEvent("test-user", id, "2023-11-22T01:00:00Z")))
+		want[id] = 1
+	}
+	if err := cl.ProduceSync(context.Background(), later...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	checkPostFindings(t, brokers, want)
+}
+
+// checkPostFindings checks, on the alerts topic read_committed, that each
+// event id of want (the ids end in two characters, 00000000-0000-4000-8000-0000000000XX)
+// is the event of want[id] post-quarantine findings, and that no other
+// event of the test's is one.
+func checkPostFindings(t *testing.T, brokers []string, want map[string]int) {
+	t.Helper()
+	post := map[string]bool{}
+	for _, r := range matcher.PostQuarantineRules {
+		post[r.ID] = true
+	}
+	got := map[string]int{}
+	for _, r := range readTopic(t, brokers, alertsTopic, true) {
+		if !post[header(r, producer.HeaderRuleID)] {
+			continue
+		}
+		if i := bytes.Index(r.Value, []byte(nogapIDPrefix)); i >= 0 && i+len(nogapIDPrefix)+2 <= len(r.Value) {
+			got[string(r.Value[i:i+len(nogapIDPrefix)+2])]++
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(want)) {
+		if n := want[id]; got[id] != n {
+			t.Errorf("event %s: %d post-quarantine findings, want %d", id, got[id], n)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(got)) {
+		if n := got[id]; want[id] == 0 {
+			t.Errorf("event %s: %d post-quarantine findings, want none", id, n)
+		}
+	}
+}
+
+const nogapIDPrefix = "00000000-0000-4000-8000-0000000000"
+
+// TestNoGapAcrossMembers: two members share the six partitions. The
+// quarantine and test-user's calls on every partition arrive together, so
+// the member without the quarantine's partition matches its calls before
+// its loader has the entry, and then sits idle: it must be woken to write
+// its markers. Later, one member stops and its partitions move to the
+// other, whose assignment gate must know the markers already written (a
+// second marker would move the boundary and report calls twice). Every
+// call after the quarantine is one finding to read_committed.
+func TestNoGapAcrossMembers(t *testing.T) {
+	const partitions = 6
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	brokers := cluster.ListenAddrs()
+	adm := adminOf(t, brokers)
+	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
+	createTopic(t, adm, contextTopic, nil)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(sourceTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	want := map[string]int{}
+	calls := func(digit byte, eventTime string) []*kgo.Record {
+		var out []*kgo.Record
+		for p := range int32(partitions) {
+			id := nogapIDPrefix + string(rune(digit)) + string(rune('0'+p))
+			out = append(out, &kgo.Record{Partition: p, Value: userEvent("test-user", id, eventTime)})
+			want[id] = 1
+		}
+		return out
+	}
+
+	cfg1, cfg2 := watchConfig(t, brokers, 1), watchConfig(t, brokers, 2)
+	m1, m2 := startMember(t, cfg1), startMember(t, cfg2)
+	waitReady(t, cfg1, m1)
+	waitReady(t, cfg2, m2)
+	// Both members in the group, each with its share of the partitions.
+	waitFor(t, "both members assigned", func() bool {
+		groups, err := adm.DescribeGroups(context.Background(), cfg1.Group)
+		if err != nil {
+			return false
+		}
+		g := groups[cfg1.Group]
+		if g.State != "Stable" || len(g.Members) != 2 {
+			return false
+		}
+		for _, m := range g.Members {
+			if a, ok := m.Assigned.AsConsumer(); !ok || len(a.Topics) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	burst := append([]*kgo.Record{{Partition: 0, Value: readSample(t, "02_attach_user_policy_quarantine_v2_panther.json")}},
+		calls('a', "2023-11-21T23:33:52Z")...)
+	if err := cl.ProduceSync(context.Background(), burst...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the context document", func() bool {
+		return gaugeValue(t, cfg1.Metrics.Lookbacks.WithLabelValues("written"))+gaugeValue(t, cfg2.Metrics.Lookbacks.WithLabelValues("written")) >= 1
+	})
+	if err := cl.ProduceSync(context.Background(), calls('c', "2023-11-22T01:00:00Z")...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, cfg1.Group, 30*time.Second)
+	if err := m2.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), calls('d', "2023-11-22T02:00:00Z")...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, cfg1.Group, 30*time.Second)
+	if err := m1.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkPostFindings(t, brokers, want)
+	marks := 0
+	for _, r := range readTopic(t, brokers, watchlistTopic, true) {
+		if bytes.HasPrefix(r.Key, []byte(producer.WatchMarkKeyPrefix)) {
+			marks++
+		}
+	}
+	if marks != partitions {
+		t.Errorf("%d markers committed, want one per partition (%d)", marks, partitions)
+	}
+}
