@@ -367,9 +367,19 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	snap, _ := l.watchSnapshot()
 	if l.watch != nil {
 		l.pool.MatchWatchlist(snap.listOrNil(), l.values, l.results)
-		l.writeMarks(ctx, snap, records)
 	} else {
 		l.pool.Match(l.values, l.results)
+	}
+	// Under transactions v2 the batch's first write opens the transaction
+	// at the broker; opened before the outputs are produced, their
+	// produce does not wait at the broker for the previous transaction's
+	// markers (see txnv2.go).
+	opened := l.speaksV2 && hasOutputs(l.results)
+	if opened {
+		openForOffsets(ctx, l.sess.Client(), l.cfg.TransactionalID, l.cfg.Group)
+	}
+	if l.watch != nil {
+		l.writeMarks(ctx, snap, records)
 	}
 
 	detected := l.cfg.Now()
@@ -428,7 +438,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	if produceErr != nil {
 		try = kgo.TryAbort
 	}
-	if try == kgo.TryCommit && l.speaksV2 && l.produced == 0 {
+	if try == kgo.TryCommit && l.speaksV2 && l.produced == 0 && !opened {
 		openForOffsets(ctx, l.sess.Client(), l.cfg.TransactionalID, l.cfg.Group)
 	}
 	committed, err := l.sess.End(ctx, try)
@@ -491,6 +501,17 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	}
 	m.WatchEntries.WithLabelValues("refused").Add(float64(refused))
 	return true, "", nil
+}
+
+// hasOutputs reports whether a batch's results produce anything: a
+// finding or a dead letter.
+func hasOutputs(results []matcher.Result) bool {
+	for _, res := range results {
+		if len(res.Findings) > 0 || res.Err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // pendingFinding is what the metrics need of a finding once it commits.
