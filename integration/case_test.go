@@ -141,6 +141,7 @@ type postEvent struct {
 	eventID   string
 	partition int32
 	gap       bool // written with the quarantine
+	at        pos  // where it landed
 	value     []byte
 }
 
@@ -292,6 +293,58 @@ func (r *caseRun) plantPosts(shift int, at time.Time, gap bool) []placed {
 		}
 	}
 	return out
+}
+
+// landed records where the last len(rs) planted events landed.
+func (r *caseRun) landed(rs []*kgo.Record) {
+	posts := r.posts[len(r.posts)-len(rs):]
+	for i, rec := range rs {
+		posts[i].at = pos{rec.Partition, rec.Offset}
+	}
+}
+
+// watchedAlert is what the test reads of a post-quarantine alert: where its
+// event was read, and the watch it names (the opening alert's id, the key
+// a SIEM joins it on to the quarantine's alert and context document).
+type watchedAlert struct {
+	QW struct {
+		Source struct {
+			Topic     string `json:"topic"`
+			Partition int32  `json:"partition"`
+			Offset    int64  `json:"offset"`
+		} `json:"source"`
+		Watch *struct {
+			AlertID string `json:"alert_id"`
+		} `json:"watch"`
+	} `json:"quarantine_watch"`
+}
+
+// checkWatchedAlert returns what is wrong with the alert of post-quarantine
+// event ev, "" if nothing.
+func checkWatchedAlert(value []byte, ev postEvent, source, quarantineID string) string {
+	var a watchedAlert
+	if err := json.Unmarshal(value, &a); err != nil {
+		return fmt.Sprintf("not a JSON document: %v", err)
+	}
+	var problems []string
+	if got := a.QW.Source; got.Topic != source || got.Partition != ev.at.partition || got.Offset != ev.at.offset {
+		problems = append(problems, fmt.Sprintf("source %s %d/%d, want %s %v", got.Topic, got.Partition, got.Offset, source, ev.at))
+	}
+	if a.QW.Watch == nil || a.QW.Watch.AlertID != quarantineID {
+		problems = append(problems, fmt.Sprintf("watch %+v, want the quarantine's alert id %s", a.QW.Watch, quarantineID))
+	}
+	return strings.Join(problems, "; ")
+}
+
+// alertValue returns the value of the first copy of alert id the reader
+// read, nil if none.
+func (r *outputReader) alertValue(id string) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec := r.alertRecords[id]; rec != nil {
+		return rec.Value
+	}
+	return nil
 }
 
 // caseRecord is a record of the context or watchlist topic.
@@ -683,6 +736,7 @@ func TestExactlyOnceCase(t *testing.T) {
 	}
 	r.exp.records += len(rs)
 	r.quarantineAt = pos{rs[0].Partition, rs[0].Offset}
+	r.landed(rs[1:])
 	r.step("the quarantine at %v, and %d of the user's events on every partition in the same request", r.quarantineAt, len(gapBatch)-1)
 	r.write(ctx, caseNoisePhase, nil)
 
@@ -697,14 +751,14 @@ func TestExactlyOnceCase(t *testing.T) {
 	}
 	pid = ins["b"].kill(t)
 	r.step("kill 2: SIGKILL b (pid %d), while the case worker may be running the look-back; restarted", pid)
-	r.write(ctx, caseNoisePhase, r.plantPosts(2, q.Add(10*time.Minute), false))
+	r.landed(r.write(ctx, caseNoisePhase, r.plantPosts(2, q.Add(10*time.Minute), false)))
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, all()...)
 	r.step("caught up after the kills")
 
 	r.step("rebalance: rolling restart of a (SIGTERM, then a new process with its transactional id), while the last of the user's events are written")
 	stopAll(t, ins["a"])
 	ins["a2"] = startInstance(t, "a2", ins["a"].txnID, args)
-	r.write(ctx, caseNoisePhase, r.plantPosts(5, q.Add(time.Hour), false))
+	r.landed(r.write(ctx, caseNoisePhase, r.plantPosts(5, q.Add(time.Hour), false)))
 	running := []*instance{ins["a2"], ins["b"]}
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, running...)
 	// The case worker works beside the group: its commit of every
@@ -820,6 +874,14 @@ func TestExactlyOnceCase(t *testing.T) {
 			times = append(times, fmt.Sprintf("%s %d", rd.name, n))
 			ok = ok && n == 1
 			missed = missed || n == 0
+		}
+		for _, rd := range []*outputReader{outDuring, outAfter} {
+			if v := rd.alertValue(id); v != nil {
+				if problem := checkWatchedAlert(v, ev, p.source, quarantineID); problem != "" {
+					ok = false
+					t.Errorf("the post-quarantine alert of %q (event %s at %v): %s", ev.step.what, ev.eventID, ev.at, problem)
+				}
+			}
 		}
 		if ok {
 			found++
