@@ -48,9 +48,8 @@ import (
 //
 // The faults: two instances of the real binary on the default flags (a
 // session timeout of 6 s, as every test that kills instances has), one
-// SIGKILLed just before the quarantine is written, the other the moment
-// the watch entry is committed (when the case worker's look-back may be
-// running), and a rolling restart (SIGTERM, then a new process with the
+// SIGKILLed just before the quarantine is written, then the one whose case
+// worker starts the quarantine's look-back, the moment it logs so, and a rolling restart (SIGTERM, then a new process with the
 // same transactional id) while the last of U's events are written.
 
 // The post-quarantine rules' ids, as the plan fixes them ("stable ids"),
@@ -740,17 +739,31 @@ func TestExactlyOnceCase(t *testing.T) {
 	r.step("the quarantine at %v, and %d of the user's events on every partition in the same request", r.quarantineAt, len(gapBatch)-1)
 	r.write(ctx, caseNoisePhase, nil)
 
-	entryCommitted := waitFor(t, caseAsyncLimit, func() bool {
-		_, entries, _ := caseDuring.snapshot()
-		return len(entries) > 0
-	}, all()...)
-	if entryCommitted {
-		r.step("the watch entry is committed")
-	} else {
-		r.step("no watch entry within %v", caseAsyncLimit)
+	// The second kill is of the instance whose case worker has started
+	// the quarantine's look-back, as soon as its log says so: on the
+	// default rate the look-back takes about a second, and the kill lands
+	// inside it when the document is not written yet.
+	const started, written = "case worker: look-back started", "case worker: context document written"
+	var worker *instance
+	deadline := time.Now().Add(caseAsyncLimit)
+	for worker == nil && time.Now().Before(deadline) {
+		for _, n := range []string{"a", "b"} {
+			if countLogged(t, ins[n], started, quarantineID) > 0 {
+				worker = ins[n]
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	pid = ins["b"].kill(t)
-	r.step("kill 2: SIGKILL b (pid %d), while the case worker may be running the look-back; restarted", pid)
+	lookbackKilled := false
+	if worker == nil {
+		worker = ins["b"]
+		r.step("no look-back of the quarantine started within %v", caseAsyncLimit)
+	} else {
+		lookbackKilled = countLogged(t, worker, written, quarantineID) == 0
+	}
+	pid = worker.kill(t)
+	r.step("kill 2: SIGKILL %s (pid %d), whose case worker started the look-back (its document not yet written: %v); restarted", worker.name, pid, lookbackKilled)
 	r.landed(r.write(ctx, caseNoisePhase, r.plantPosts(2, q.Add(10*time.Minute), false)))
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, all()...)
 	r.step("caught up after the kills")
@@ -919,8 +932,12 @@ func TestExactlyOnceCase(t *testing.T) {
 		docs, counts, found, want, dups, gapMisses)
 	t.Log(line)
 	fmt.Println(line)
-	t.Logf("eos-case: records=%d dead_letters=%d kills=2 rolling_restarts=1 hanging=%d entry_seen_during_run=%t took %v",
-		r.exp.records, len(r.exp.dead), hanging, entryCommitted, time.Since(began).Round(time.Second))
+	lookbacks := 0
+	for _, in := range all() {
+		lookbacks += countLogged(t, in, started, quarantineID)
+	}
+	t.Logf("eos-case: records=%d dead_letters=%d kills=2 kill_inside_lookback=%t lookbacks_started=%d rolling_restarts=1 hanging=%d took %v",
+		r.exp.records, len(r.exp.dead), lookbackKilled, lookbacks, hanging, time.Since(began).Round(time.Second))
 	if docs != 1 || !countsOK || found != want || dups != 0 || gapMisses != 0 || hanging != 0 {
 		t.Errorf("want context_docs=1 expected_counts=ok post_findings=%d/%d duplicates=0 gap_misses=0 hanging=0", want, want)
 	}
