@@ -36,12 +36,13 @@ import (
 //     once, and nothing for the events it says are not findings (calls the
 //     quarantine denied, calls on U that are not credential or policy
 //     changes, another account's user of the same name, a user whose name
-//     only starts with U's). The test writes those events itself and
-//     declares each one's rule by hand, from ISSUE13-PLAN.md's rules: none
-//     of it comes from the matcher.
+//     only starts with U's). The test writes most of those events itself
+//     and declares each one's rule by hand, from ISSUE13-PLAN.md's rules;
+//     the case's own aftermath (Case.Aftermath) comes with the rule the
+//     generator says. None of it comes from the matcher.
 //
 // Some of U's events are written in the same produce request as the
-// quarantine, one or more on every partition (the gap case of issue 13 §2,
+// quarantine, two on every partition (the gap case of issue 13 §2,
 // "No gap"): the instances read them at the moment the quarantine is read,
 // before any of them can have loaded the watch entry. Their findings count
 // as gap_misses when missing.
@@ -267,6 +268,7 @@ func (r *caseRun) write(ctx context.Context, noise int, plant []placed) []*kgo.R
 		noiseRs[i] = rs[j]
 	}
 	r.exp.add(noiseRs, g, false)
+	r.exp.records += len(plant)
 	out := make([]*kgo.Record, len(plantIdx))
 	for i, j := range plantIdx {
 		out[i] = rs[j]
@@ -290,6 +292,36 @@ func (r *caseRun) plantPosts(shift int, at time.Time, gap bool) []placed {
 			}
 			out = append(out, placed{v, part})
 		}
+	}
+	return out
+}
+
+// postRuleIDs are the post-quarantine rules' ids by key, as docs/rules.md
+// names them.
+var postRuleIDs = map[string]string{
+	"post-quarantine-defense-evasion": postDefenseEvasionRuleID,
+	"post-quarantine-persistence":     postPersistenceRuleID,
+	"post-quarantine-activity":        postActivityRuleID,
+}
+
+// plantAftermath plants the case's own events after the quarantine
+// (Case.Aftermath, with the rule the generator says each is a finding of),
+// one a partition from the first on.
+func (r *caseRun) plantAftermath(c *cloudtrailgen.Case) []placed {
+	var out []placed
+	for i, e := range c.Aftermath(1315) {
+		s := postStep{what: "the case's aftermath: " + e.Name}
+		if e.Rule != "" {
+			id, ok := postRuleIDs[e.Rule]
+			if !ok {
+				r.t.Fatalf("the case's aftermath names rule %q, which the plan does not have", e.Rule)
+			}
+			s.rule = id
+			r.exp.alerts[alertIDOf(id, e.EventID)] = "post-quarantine: " + s.what
+		}
+		part := int32(i % sourcePartitions)
+		r.posts = append(r.posts, postEvent{step: s, eventID: e.EventID, partition: part, value: e.Value})
+		out = append(out, placed{e.Value, part})
 	}
 	return out
 }
@@ -764,7 +796,7 @@ func TestExactlyOnceCase(t *testing.T) {
 	}
 	pid = worker.kill(t)
 	r.step("kill 2: SIGKILL %s (pid %d), whose case worker started the look-back (its document not yet written: %v); restarted", worker.name, pid, lookbackKilled)
-	r.landed(r.write(ctx, caseNoisePhase, r.plantPosts(2, q.Add(10*time.Minute), false)))
+	r.landed(r.write(ctx, caseNoisePhase, append(r.plantAftermath(c), r.plantPosts(2, q.Add(20*time.Minute), false)...)))
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, all()...)
 	r.step("caught up after the kills")
 
