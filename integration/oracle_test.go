@@ -450,11 +450,12 @@ type outputReader struct {
 	// of the generator's events are a watched user's depends on when the
 	// instance loaded each watch, so the oracle does not expect them, but
 	// each must be read once.
-	post       map[string]int
-	markers    map[string]bool // "topic/partition" of markers seen
-	duplicates int             // copies beyond the first, counted as read
-	bad        []string        // records that are not what an output may hold
-	records    int
+	post        map[string]int
+	postRecords map[string]*kgo.Record // the first copy
+	markers     map[string]bool        // "topic/partition" of markers seen
+	duplicates  int                    // copies beyond the first, counted as read
+	bad         []string               // records that are not what an output may hold
+	records     int
 }
 
 func startReader(t *testing.T, b cluster, p pipeline) *outputReader {
@@ -462,7 +463,7 @@ func startReader(t *testing.T, b cluster, p pipeline) *outputReader {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &outputReader{
 		p: p, cancel: cancel, done: make(chan struct{}), logf: t.Logf,
-		alerts: map[string]int{}, dead: map[pos]int{}, deadRecords: map[pos]*kgo.Record{}, alertRecords: map[string]*kgo.Record{}, markers: map[string]bool{}, post: map[string]int{},
+		alerts: map[string]int{}, dead: map[pos]int{}, deadRecords: map[pos]*kgo.Record{}, alertRecords: map[string]*kgo.Record{}, markers: map[string]bool{}, post: map[string]int{}, postRecords: map[string]*kgo.Record{},
 	}
 	r.cl = newClient(t, b,
 		kgo.ConsumeTopics(p.alerts, p.dlq),
@@ -509,6 +510,9 @@ func (r *outputReader) add(rec *kgo.Record) {
 		}
 		if json.Unmarshal(rec.Value, &post) == nil && post.QW.Watch != nil {
 			r.post[id]++
+			if r.post[id] == 1 {
+				r.postRecords[id] = rec
+			}
 			if r.post[id] > 1 {
 				r.duplicates++
 				r.logf("reader: post-quarantine alert %s read %d times (now at %s/%d@%d)", id, r.post[id], rec.Topic, rec.Partition, rec.Offset)
@@ -586,6 +590,14 @@ func (r *outputReader) alertIDs() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return maps.Clone(r.alerts)
+}
+
+// postIDs returns how many times the reader has read each post-quarantine
+// alert id.
+func (r *outputReader) postIDs() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.post)
 }
 
 func (r *outputReader) close() {
