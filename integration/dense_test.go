@@ -62,6 +62,15 @@ func alertIDOf(ruleID, eventID string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// postAlertIDOf is the alert id of post-quarantine rule ruleID's finding
+// on event eventID for the watch of user in account, as docs/siem.md
+// specifies (producer.FindingAlertID), written out here.
+func postAlertIDOf(ruleID, eventID, account, user string) string {
+	sum := sha256.Sum256([]byte("quarantine-watch/alert-id/v1\x00" + ruleID + "\x00alert-id\x00" + alertIDOf(ruleID, eventID) +
+		"\x00watch\x00" + account + "\x00" + strings.ToLower(user)))
+	return hex.EncodeToString(sum[:])
+}
+
 // denseArgs are the service's flags in the dense runs: its defaults (the
 // Elastic rule, no --validate, the default batch size, the default session
 // and transaction timeouts), with JSON logs, which the test reads, and no
@@ -204,7 +213,9 @@ func (s *denseSource) run(ctx context.Context, b cluster, txnID string) {
 				s.byAlert[recs[i].alertID] = key
 				for _, e := range r.Events {
 					for _, rule := range postQuarantineRuleIDs {
-						s.byPost[alertIDOf(rule, e.EventID)] = key
+						// Every event of the dense stream acts on its
+						// user: the watch it can fall under is that user's.
+						s.byPost[postAlertIDOf(rule, e.EventID, e.AccountID, e.UserName)] = key
 					}
 				}
 			}

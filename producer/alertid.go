@@ -3,6 +3,7 @@ package producer
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
 )
@@ -48,6 +49,30 @@ func EventAlertID(ruleID string, e *matcher.Event) string {
 func alertID(ruleID, kind, value string) string {
 	h := sha256.New()
 	for _, s := range [...]string{alertIDDomain, "\x00", ruleID, "\x00", kind, "\x00", value} {
+		h.Write([]byte(s))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// FindingAlertID returns the alert id of f: EventAlertID for the finding
+// of a rule, and, for a post-quarantine finding, the same hash extended
+// with the watch it was found for,
+//
+//	... NUL "watch" NUL account NUL lowercase user name
+//
+// because one event can be a finding of the same post-quarantine rule for
+// two watches (a watched user making another watched user a key is the
+// first's activity and an act on the second): two alerts, which one id
+// would make a SIEM deduplicate into one. Names are lowercased as IAM
+// compares them, so the id does not depend on how the event spells it.
+func FindingAlertID(f *matcher.Finding) string {
+	id := EventAlertID(f.Rule.ID, &f.Event)
+	if f.Watch == nil {
+		return id
+	}
+	h := sha256.New()
+	for _, s := range [...]string{alertIDDomain, "\x00", f.Rule.ID, "\x00", "alert-id", "\x00", id,
+		"\x00", "watch", "\x00", f.Watch.Account, "\x00", strings.ToLower(f.Watch.UserName)} {
 		h.Write([]byte(s))
 	}
 	return hex.EncodeToString(h.Sum(nil))

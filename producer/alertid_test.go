@@ -1,9 +1,11 @@
 package producer
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"testing"
+	"time"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
 )
@@ -90,4 +92,45 @@ func TestEventAlertIDFallback(t *testing.T) {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// TestWatchedFindingsOfOneEventKeepTheirIDs: one event can be a finding of
+// the same post-quarantine rule for two watches (watched user alice makes
+// watched user bob a key: alice's watch as actor, bob's as target). They
+// are two alerts; with one id a SIEM that deduplicates on it keeps one and
+// drops the other, and the outputs topic holds what looks like a
+// duplicate. Each watch's finding gets its own id, on the record key and
+// in both formats, and a finding without a watch keeps AlertID's.
+func TestWatchedFindingsOfOneEventKeepTheirIDs(t *testing.T) {
+	ev := matcher.Event{EventID: "3c5b5b62-7f4f-4e4e-9b3f-9d7c1c1e0a01", EventName: "CreateAccessKey", EventTime: "2026-11-21T06:00:00Z"}
+	rule := matcher.PostQuarantinePersistenceRule
+	alice := &matcher.WatchEntry{Account: "123456789012", UserName: "alice"}
+	bob := &matcher.WatchEntry{Account: "123456789012", UserName: "bob"}
+	src := Source{Topic: "cloudtrail", Partition: 0, Offset: 7}
+	detected := time.Date(2026, 11, 21, 6, 0, 1, 0, time.UTC)
+	ids := map[string]string{}
+	for _, w := range []*matcher.WatchEntry{alice, bob} {
+		f := matcher.Finding{Rule: rule, Event: ev, Watch: w}
+		key := FindingAlertID(&f)
+		if other, ok := ids[key]; ok {
+			t.Fatalf("the findings of %s's and %s's watches share the alert id %s", other, w.UserName, key)
+		}
+		ids[key] = w.UserName
+		for _, enc := range []Encoder{ECS{}, OCSF{}} {
+			rec, err := EncodeRecord(enc, f, src, detected, "alerts")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(rec.Key) != key {
+				t.Errorf("%s: record key %s, want %s", enc.Format(), rec.Key, key)
+			}
+			if !bytes.Contains(rec.Value, []byte(key)) {
+				t.Errorf("%s: the alert does not carry its id %s", enc.Format(), key)
+			}
+		}
+	}
+	plain := matcher.Finding{Rule: matcher.ElasticQuarantineRule, Event: ev}
+	if got, want := FindingAlertID(&plain), AlertID(matcher.ElasticQuarantineRule.ID, ev.EventID); got != want {
+		t.Errorf("a finding without a watch: %s, want AlertID's %s", got, want)
+	}
 }

@@ -229,7 +229,7 @@ type ECSCloudTrailIdentity struct {
 // ECSQuarantineWatch is quarantine_watch.*: what ECS has no field for.
 type ECSQuarantineWatch struct {
 	SchemaVersion string `json:"schema_version"`
-	// AlertID is EventAlertID, also the Kafka record key.
+	// AlertID is FindingAlertID, also the Kafka record key.
 	AlertID string `json:"alert_id"`
 	// InputShape is the delivery shape the event arrived in
 	// (matcher.Shape.String()).
@@ -348,7 +348,7 @@ func NewECSAlert(f matcher.Finding, src Source, detected time.Time) (*ECSAlert, 
 		}},
 		QuarantineWatch: ECSQuarantineWatch{
 			SchemaVersion: SchemaVersion,
-			AlertID:       EventAlertID(r.ID, e),
+			AlertID:       FindingAlertID(&f),
 			InputShape:    f.Shape.String(),
 			Source:        ECSInput{Topic: src.Topic, Partition: src.Partition, Offset: src.Offset, Index: f.Index},
 			Notes:         r.Notes,

@@ -173,7 +173,7 @@ type OCSFProduct struct {
 
 // OCSFFindingInfo is finding_info.*.
 type OCSFFindingInfo struct {
-	// UID is EventAlertID, also the Kafka record key and the ECS
+	// UID is FindingAlertID, also the Kafka record key and the ECS
 	// quarantine_watch.alert_id.
 	UID string `json:"uid"`
 	// Title says what happened: the call, the policy and the identity it
@@ -378,7 +378,7 @@ func NewOCSFDetectionFinding(f matcher.Finding, src Source, detected time.Time) 
 		return nil, ErrNoDetectionTime
 	}
 	r, e := f.Rule, &f.Event
-	alertID := EventAlertID(r.ID, e)
+	alertID := FindingAlertID(&f)
 	now := detected.UnixMilli()
 	what := describe(e)
 

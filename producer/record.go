@@ -66,7 +66,7 @@ func Record(f matcher.Finding, src Source, detected time.Time, topic string) (*k
 }
 
 // EncodeRecord returns the alert record for f in enc's format, to be
-// produced to topic. The key is EventAlertID(f.Rule.ID, &f.Event), so all
+// produced to topic. The key is FindingAlertID(&f), so all
 // alerts about one event land on one partition and a compacted topic keeps
 // one of them. The headers are content-type, rule-id, schema-version and
 // alert-format. The timestamp is the detection time, not the event time:
@@ -85,7 +85,7 @@ func EncodeRecord(enc Encoder, f matcher.Finding, src Source, detected time.Time
 	}
 	return &kgo.Record{
 		Topic:     topic,
-		Key:       []byte(EventAlertID(f.Rule.ID, &f.Event)),
+		Key:       []byte(FindingAlertID(&f)),
 		Value:     value,
 		Timestamp: detected,
 		Headers: []kgo.RecordHeader{
