@@ -292,12 +292,18 @@ func (r *caseRun) plantPosts(shift int, at time.Time, gap bool) []placed {
 			at = at.Add(time.Second)
 			r.posts = append(r.posts, postEvent{step: s, eventID: id, partition: part, gap: gap, value: v})
 			if s.rule != "" {
-				r.postWant[alertIDOf(s.rule, id)] = s.what
+				r.postWant[casePostAlertID(s.rule, id)] = s.what
 			}
 			out = append(out, placed{v, part})
 		}
 	}
 	return out
+}
+
+// casePostAlertID is the alert id of a post-quarantine finding of the
+// case's watch (the case's user, in its account).
+func casePostAlertID(ruleID, eventID string) string {
+	return postAlertIDOf(ruleID, eventID, cloudtrailgen.CaseAccount, cloudtrailgen.CaseUserName)
 }
 
 // postRuleIDs are the post-quarantine rules' ids by key, as docs/rules.md
@@ -321,7 +327,7 @@ func (r *caseRun) plantAftermath(c *cloudtrailgen.Case) []placed {
 				r.t.Fatalf("the case's aftermath names rule %q, which the plan does not have", e.Rule)
 			}
 			s.rule = id
-			r.postWant[alertIDOf(id, e.EventID)] = s.what
+			r.postWant[casePostAlertID(id, e.EventID)] = s.what
 		}
 		part := int32(i % sourcePartitions)
 		r.posts = append(r.posts, postEvent{step: s, eventID: e.EventID, partition: part, value: e.Value})
@@ -928,7 +934,7 @@ func TestExactlyOnceCase(t *testing.T) {
 			continue
 		}
 		want++
-		id := alertIDOf(ev.step.rule, ev.eventID)
+		id := casePostAlertID(ev.step.rule, ev.eventID)
 		ok, missed := true, false
 		var times []string
 		for _, rd := range readers {
