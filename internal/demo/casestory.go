@@ -143,6 +143,6 @@ func (s *caseStory) told() bool { return s.seen.Load() >= int64(s.expected) }
 func (s *caseStory) summary() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fmt.Fprintf(s.w, "demo: case: alert read %t, context document read %t, %d post-quarantine findings read (the aftermath plans %d)\n",
+	fmt.Fprintf(s.w, "demo: case: alert read %t, context document read %t, %d post-quarantine findings read (%d planned by the aftermath; the case's own events after the quarantine add theirs)\n",
 		s.alertID != "", s.context, len(s.findings), s.expected)
 }
