@@ -151,6 +151,15 @@ func TestShutdownMidTransactionAbortsAtOnce(t *testing.T) {
 	waitGroup(t, adm, p.group, "a and b share the partitions", func(g kadm.DescribedGroup) bool {
 		return g.State == "Stable" && len(g.Members) == 2 && assigned(g.Members[0], p.source) > 0 && assigned(g.Members[1], p.source) > 0
 	})
+	// a must be consuming: the group is stable while a still starts up,
+	// and a member whose first transaction only writes the watch's
+	// markers, killed around, asks the group for its positions instead of
+	// hanging in End with its records' transaction open.
+	for deadline := time.Now().Add(time.Minute); describeTxn(ctx, adm, txnA).State != "CompleteCommit"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a committed no transaction within a minute of the group forming")
+		}
+	}
 	killed := time.Now()
 	other.kill(t)
 
