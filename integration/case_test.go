@@ -510,15 +510,7 @@ func (r *caseReader) waitMarkers(timeout time.Duration) []string {
 	<-r.done
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var missing []string
-	for _, topic := range []string{r.p.context, r.p.watchlist} {
-		for part := range outputPartitions {
-			if k := fmt.Sprintf("%s/%d", topic, part); !r.markers[k] {
-				missing = append(missing, k)
-			}
-		}
-	}
-	return missing
+	return missingMarkers(r.markers, r.p.context, r.p.watchlist)
 }
 
 // kcatRecords reads topic to its end with kcat and read_committed, keys and

@@ -577,15 +577,7 @@ func (r *denseReader) waitMarkers(timeout time.Duration) []string {
 	<-r.stopped
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var missing []string
-	for _, topic := range []string{r.p.alerts, r.p.dlq} {
-		for part := range outputPartitions {
-			if k := fmt.Sprintf("%s/%d", topic, part); !r.markers[k] {
-				missing = append(missing, k)
-			}
-		}
-	}
-	return missing
+	return missingMarkers(r.markers, r.p.alerts, r.p.dlq)
 }
 
 // startDenseGoReader reads the outputs with franz-go and read_committed.

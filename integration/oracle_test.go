@@ -574,15 +574,7 @@ func (r *outputReader) waitMarkers(timeout time.Duration) []string {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var missing []string
-	for _, topic := range []string{r.p.alerts, r.p.dlq} {
-		for p := range outputPartitions {
-			if k := fmt.Sprintf("%s/%d", topic, p); !r.markers[k] {
-				missing = append(missing, k)
-			}
-		}
-	}
-	return missing
+	return missingMarkers(r.markers, r.p.alerts, r.p.dlq)
 }
 
 // alertIDs returns how many times the reader has read each alert id.
@@ -839,4 +831,18 @@ func stopAll(t *testing.T, ins ...*instance) {
 			t.Errorf("instance %s: graceful stop exited with %v", ins[i].name, err)
 		}
 	}
+}
+
+// missingMarkers returns, as "topic/partition", the partitions of the
+// output topics on which a reader has not seen a transaction marker.
+func missingMarkers(seen map[string]bool, topics ...string) []string {
+	var missing []string
+	for _, topic := range topics {
+		for part := range outputPartitions {
+			if k := fmt.Sprintf("%s/%d", topic, part); !seen[k] {
+				missing = append(missing, k)
+			}
+		}
+	}
+	return missing
 }
