@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,6 +62,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The demo's story, progress lines and logger, and the service's
+	// logger and metrics server, write from several goroutines; an
+	// *os.File takes that, a test's bytes.Buffer does not.
+	stdout, stderr = &lockedWriter{w: stdout}, &lockedWriter{w: stderr}
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
@@ -90,6 +95,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "quarantine-watch:", err)
 		return 1
 	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 var (

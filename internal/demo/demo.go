@@ -45,9 +45,11 @@ type Config struct {
 	Pipeline consumer.Config
 	// Progress is how often a progress line goes to Stderr; 0 means never.
 	Progress time.Duration
-	Stdout   io.Writer
-	Stderr   io.Writer
-	Logger   *slog.Logger
+	// Stdout and Stderr are written from several goroutines at once: they
+	// must take that (an *os.File does; wrap a bytes.Buffer in a mutex).
+	Stdout io.Writer
+	Stderr io.Writer
+	Logger *slog.Logger
 }
 
 const (
