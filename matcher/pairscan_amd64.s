@@ -122,10 +122,11 @@ mnotfound:
 //
 // pairMaskAVX2 for a group whose fourth pair is the watch's ("rN" of
 // "userName", prefilter.go): a block where only the fourth pair occurs, and
-// each occurrence at q is followed by `":"` and a value whose first byte is
-// no separator and whose first two bytes, lowercase, are not in prefix2, does
-// not stop the search (watchValueAt would return false at each). avail is
-// how many bytes p holds (at least n+1).
+// each occurrence at q is followed by `":"` (or `": "`, or either escaped
+// once more) and a value whose first byte is no separator and whose first
+// two bytes, folded by prefix2Key, are not in prefix2, does not stop the
+// search (watchValueAt would return false at each). avail is how many bytes
+// p holds (at least n+1).
 TEXT ·pairMaskWatchAVX2(SB), NOSPLIT, $0-64
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
@@ -183,39 +184,46 @@ wbit:
 	TESTL    R10, R10
 	JZ       wnext
 	BSFL     R10, R11
-	ADDQ     AX, R11           // q
-	LEAQ     10(R11), R12
+	ADDQ     AX, R11           // q, the 'r' of "userName": the key ends at q+5
+	LEAQ     13(R11), R12
 	CMPQ     R12, DI
-	JG       wfound            // fewer than q+10 bytes: Go checks
-	CMPB     5(SI)(R11*1), $0x22
+	JG       wfound            // fewer than q+13 bytes: Go checks
+	// `":"`, with a backslash before each quote where the record is escaped
+	// once more (a string in a string) and a space after the colon where it
+	// is pretty-printed: the spellings deliveries use. The increments are
+	// branchless because a stream may mix them. Any other spelling: Go
+	// checks.
+	LEAQ     5(R11), R12       // i
+	XORL     R13, R13
+	CMPB     (SI)(R12*1), $0x5c
+	SETEQ    R13B
+	ADDQ     R13, R12
+	CMPB     (SI)(R12*1), $0x22
 	JNE      wfound
-	CMPB     6(SI)(R11*1), $0x3a
+	CMPB     1(SI)(R12*1), $0x3a
 	JNE      wfound
-	CMPB     7(SI)(R11*1), $0x22
+	ADDQ     $2, R12
+	CMPB     (SI)(R12*1), $0x20
+	SETEQ    R13B
+	ADDQ     R13, R12
+	CMPB     (SI)(R12*1), $0x5c
+	SETEQ    R13B
+	ADDQ     R13, R12
+	CMPB     (SI)(R12*1), $0x22
 	JNE      wfound
-	MOVBLZX  8(SI)(R11*1), R12 // the value's first byte
-	CMPB     R12B, $0x22
+	MOVBLZX  1(SI)(R12*1), R13 // the value's first byte
+	CMPB     R13B, $0x22
 	JEQ      wfound
-	CMPB     R12B, $0x3a
+	CMPB     R13B, $0x3a
 	JEQ      wfound
-	CMPB     R12B, $0x5c
+	CMPB     R13B, $0x5c
 	JEQ      wfound
-	CMPB     R12B, $0x20
+	CMPB     R13B, $0x20
 	JLS      wfound            // space and every control byte, JSON whitespace among them
-	LEAL     -65(R12), R13
-	CMPL     R13, $25
-	JA       wlow0
-	ADDL     $32, R12
-
-wlow0:
-	MOVBLZX  9(SI)(R11*1), R13
-	LEAL     -65(R13), R9
-	CMPL     R9, $25
-	JA       wlow1
-	ADDL     $32, R13
-
-wlow1:
-	SHLL     $8, R12
+	MOVBLZX  2(SI)(R12*1), R12 // its second
+	ORL      $0x20, R13        // prefix2Key's fold
+	ORL      $0x20, R12
+	SHLL     $8, R13
 	ORL      R13, R12          // k = c0<<8 | c1
 	MOVL     R12, R13
 	SHRL     $6, R13

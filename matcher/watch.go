@@ -103,9 +103,11 @@ import (
 //     every other level. So the bytes read up to the next '"' or '\' are v
 //     exactly, at most 64 of them, and they fold to N: against (2). The
 //     test that runs before the read (watchValueAt's mayStart) passes v
-//     too: it holds the first two bytes of every name, folded, and for a
-//     name of one byte that byte followed by '"' and by '\', the first
-//     byte of the closing quote at any level.
+//     too: it holds the first two bytes of every name, and for a name of
+//     one byte that byte followed by '"' and by '\', the first byte of the
+//     closing quote at any level, each byte with bit 0x20 set; v's bytes
+//     fold to N's, and setting bit 0x20 maps a byte and its fold to the
+//     same byte.
 //
 // Induction over the levels is prefilter.go's own; compressed payloads are
 // inflated before the prefilter runs, and base64 of gzip inside JSON text
@@ -140,8 +142,8 @@ type Watchlist struct {
 	// is not hashed (role names in sessionIssuer.userName, mostly).
 	lens        uint64
 	first, last [4]uint64
-	// prefix2 has bit c0<<8|c1 set for the first two bytes of every name,
-	// lowercase (a name of one byte with either '"' or '\' after it, the
+	// prefix2 has bit prefix2Key(c0, c1) set for the first two bytes of
+	// every name (a name of one byte with either '"' or '\' after it, the
 	// bytes that may follow it in the text): the test every "userName"
 	// value of the traffic meets first, before its end is searched.
 	prefix2 [1024]uint64
@@ -233,16 +235,24 @@ func (w *Watchlist) Entries() []WatchEntry {
 }
 
 func (w *Watchlist) setPrefix2(c0, c1 byte) {
-	k := uint16(c0)<<8 | uint16(c1)
+	k := prefix2Key(c0, c1)
 	w.prefix2[k>>6] |= 1 << (k & 63)
 }
 
 // mayStart reports whether a value starting with c0, c1 can be a watched
 // name followed by its closing quote.
 func (w *Watchlist) mayStart(c0, c1 byte) bool {
-	k := uint16(lower(c0))<<8 | uint16(lower(c1))
+	k := prefix2Key(c0, c1)
 	return w.prefix2[k>>6]&(1<<(k&63)) != 0
 }
+
+// prefix2Key folds two bytes by setting bit 0x20 of each: a letter's two
+// cases become one, as lower does, and a few other bytes join them ('@'
+// with '`', '\' with '|'), so the set is a superset of the names' folded
+// prefixes. Unlike lower it needs no branch, which the assembly's check of
+// every "userName" value (pairMaskWatchAVX2) would mispredict on names
+// that start with a capital.
+func prefix2Key(c0, c1 byte) uint16 { return uint16(c0|0x20)<<8 | uint16(c1|0x20) }
 
 // lookup returns the indexes of the entries watching the name v, compared
 // without regard to ASCII case.

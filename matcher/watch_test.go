@@ -509,6 +509,13 @@ func FuzzWatchFilter(f *testing.F) {
 		`{"message":"{\"userName\":\t\"t\"}"}`, `{"message":"{\"m\":\"{\\\"userName\\\":\\n\\\"N\\\"}\"}"}`,
 		`{"user\u004eame":"r"}`, `{"userName" : "Alice.B@example.com"}`, `{"userName":"a+b\u003dc,d_e"}`,
 		`{"message":"{\"userName\"\u003a\"ledger-sync\"}"}`, `{"a":"H4sI"}`, `{"userName":"AWSCompromisedKeyQuarantine"}`,
+		// The spellings the assembly takes whole (pairMaskWatchAVX2), past
+		// its first block, with names in other cases.
+		`{"eventVersion":"1.08","userIdentity":{"userName":"LEDGER-sync","type":"IAMUser"}}`,
+		`{"eventVersion": "1.08", "userIdentity": {"userName": "alice.b@EXAMPLE.com"}}`,
+		`{"message":"{\"eventVersion\":\"1.08\",\"userName\":\"Ledger-Sync\",\"x\":1}"}`,
+		`{"message":"{\"eventVersion\": \"1.08\", \"userName\": \"n\"}"}`,
+		"{\"eventVersion\":\"1.08\",\"userIdentity\":{\"userName\":\"`lice\",\"type\":\"IAMUser\"}}", // '`' folds with '@' in prefix2Key
 	} {
 		f.Add([]byte(s))
 	}
