@@ -220,13 +220,22 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 	for {
 		var records []*kgo.Record
 		var skipped []skip
-		// With markers due (an entry loaded, a partition assigned) and
-		// nothing polled, a transaction writes only them: the case worker
-		// waits on them.
+		// With markers due (an entry loaded, a partition assigned), the
+		// next batch carries them, and when no record comes soon a
+		// transaction writes them alone: the case worker waits on them.
 		// The signals first: a change after marksDue must wake the poll.
 		snap, tick := l.watchSnapshot()
 		moved := l.health.assignedSignal()
-		if len(l.marksDue(snap)) == 0 {
+		if len(l.marksDue(snap)) > 0 {
+			var err error
+			if records, skipped, err = l.pollForMarks(ctx, pollCtx); err != nil {
+				return err
+			}
+			if ctx.Err() != nil {
+				l.logStopping(ctx)
+				return nil
+			}
+		} else {
 			thisPoll, stopPoll := pollCtx, context.CancelFunc(func() {})
 			if l.watch != nil {
 				thisPoll, stopPoll = l.pollContext(pollCtx, snap.listOrNil(), tick, moved)
@@ -371,16 +380,15 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 		l.pool.Match(l.values, l.results)
 	}
 	// Under transactions v2 the batch's first write opens the transaction
-	// at the broker; opened before the outputs are produced, their
-	// produce does not wait at the broker for the previous transaction's
-	// markers (see txnv2.go).
-	opened := l.speaksV2 && hasOutputs(l.results)
+	// at the broker; opened before the outputs (findings, dead letters,
+	// the watch's markers) are produced, their produce does not wait at
+	// the broker for the previous transaction's markers (see txnv2.go).
+	due := l.marksDue(snap)
+	opened := l.speaksV2 && (hasOutputs(l.results) || len(due) > 0)
 	if opened {
 		openForOffsets(ctx, l.sess.Client(), l.cfg.TransactionalID, l.cfg.Group)
 	}
-	if l.watch != nil {
-		l.writeMarks(ctx, snap, records)
-	}
+	l.writeMarks(ctx, due, records)
 
 	detected := l.cfg.Now()
 	l.pendingFindings = l.pendingFindings[:0]
