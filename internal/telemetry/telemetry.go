@@ -30,7 +30,7 @@ const namespace = "quarantine_watch"
 type Metrics struct {
 	Registry *prometheus.Registry
 	// Kafka is franz-go's client metrics: pass it to kgo.WithHooks.
-	Kafka *kprom.Metrics
+	Kafka *KafkaHooks
 
 	RecordsConsumed prometheus.Counter
 	BytesConsumed   prometheus.Counter
@@ -65,7 +65,7 @@ type Metrics struct {
 	// KafkaContext is franz-go's client metrics of the case worker's
 	// session (consumer/casefile.go): a kprom.Metrics serves one client at
 	// a time, and the worker's runs beside the loop's.
-	KafkaContext *kprom.Metrics
+	KafkaContext *KafkaHooks
 	// Lookbacks counts the case worker's watch entries by outcome:
 	// written (a context document committed), failed (the look-back could
 	// not run and the entry is read again), bad_entry (a value that is not
@@ -120,7 +120,7 @@ func New() *Metrics {
 	latencyBuckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
 	m := &Metrics{
 		Registry:        reg,
-		Kafka:           kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka")),
+		Kafka:           newKafkaHooks(kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka"))),
 		RecordsConsumed: f("records_consumed_total", "Source records in committed transactions."),
 		BytesConsumed:   f("bytes_consumed_total", "Bytes of source record values in committed transactions."),
 		Findings: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "findings_total",
@@ -157,7 +157,7 @@ func New() *Metrics {
 	})
 	m.SessionRecreations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "session_recreations_total",
 		Help: "Kafka sessions rebuilt in process (same transactional id) after a transaction could not end, by reason."}, []string{"reason"})
-	m.KafkaContext = kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka_context"))
+	m.KafkaContext = newKafkaHooks(kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka_context")))
 	m.Lookbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "lookbacks_total",
 		Help: "Watchlist records the case worker handled, by outcome (written, failed, bad_entry, ended, other_key, too_large)."}, []string{"outcome"})
 	m.LookbackRecords = f("lookback_records_read_total", "Source records read by look-backs, every pass counted.")
