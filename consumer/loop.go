@@ -374,11 +374,19 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	// One snapshot of the watchlist per transaction: the batch is matched
 	// with the list the markers are written for (nogap.go).
 	snap, _ := l.watchSnapshot()
+	m := l.cfg.Metrics
+	phase := time.Now()
+	observe := func(name string) {
+		now := time.Now()
+		m.BatchPhase.WithLabelValues(name).Observe(now.Sub(phase).Seconds())
+		phase = now
+	}
 	if l.watch != nil {
 		l.pool.MatchWatchlist(snap.listOrNil(), l.values, l.results)
 	} else {
 		l.pool.Match(l.values, l.results)
 	}
+	observe("match")
 	// Under transactions v2 the batch's first write opens the transaction
 	// at the broker; opened before the outputs (findings, dead letters,
 	// the watch's markers) are produced, their produce does not wait at
@@ -387,8 +395,14 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	opened := l.speaksV2 && (hasOutputs(l.results) || len(due) > 0)
 	if opened {
 		openForOffsets(ctx, l.sess.Client(), l.cfg.TransactionalID, l.cfg.Group)
+		observe("open")
 	}
-	l.writeMarks(ctx, due, records)
+	if len(due) > 0 {
+		l.writeMarks(ctx, due, records)
+		observe("markers")
+	} else {
+		l.pendingMarks = l.pendingMarks[:0]
+	}
 
 	detected := l.cfg.Now()
 	l.pendingFindings = l.pendingFindings[:0]
@@ -441,6 +455,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 			l.setProduceErr(err)
 		}
 	}
+	observe("produce")
 	produceErr := l.producedErr()
 	try := kgo.TryCommit
 	if produceErr != nil {
@@ -448,10 +463,11 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	}
 	if try == kgo.TryCommit && l.speaksV2 && l.produced == 0 && !opened {
 		openForOffsets(ctx, l.sess.Client(), l.cfg.TransactionalID, l.cfg.Group)
+		observe("open")
 	}
 	committed, err := l.sess.End(ctx, try)
 	l.txnOpen = err != nil
-	m := l.cfg.Metrics
+	observe("end")
 	m.BatchDuration.Observe(time.Since(began).Seconds())
 	var reason string
 	if err != nil || !committed {

@@ -89,6 +89,20 @@ func TestMetricsAndReadiness(t *testing.T) {
 	if err := <-m.done; err != nil {
 		t.Fatal(err)
 	}
+	// Every transaction, committed or aborted, is matched, produces (or
+	// not) and ends: each of those phases is observed once per transaction.
+	_, body = get(t, base+"/metrics")
+	committed, _ := sample(body, `quarantine_watch_transactions_total{outcome="committed"}`)
+	aborted, _ := sample(body, `quarantine_watch_transactions_total{outcome="aborted"}`)
+	if committed == 0 {
+		t.Fatal("no transaction committed")
+	}
+	for _, phase := range []string{"match", "produce", "end"} {
+		name := fmt.Sprintf(`quarantine_watch_batch_phase_seconds_count{phase=%q}`, phase)
+		if n, ok := sample(body, name); !ok || n != committed+aborted {
+			t.Errorf("%s = %v (present %v), want %v: one per transaction", name, n, ok, committed+aborted)
+		}
+	}
 }
 
 func get(t *testing.T, url string) (int, string) {

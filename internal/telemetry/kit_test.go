@@ -132,6 +132,7 @@ func scrapeExercised(t *testing.T) map[string]bool {
 	m.DetectionLatency.Observe(0.2)
 	m.CommitLatency.Observe(0.3)
 	m.BatchDuration.Observe(0.01)
+	m.BatchPhase.WithLabelValues("end").Observe(0.005)
 	m.SetLag("cloudtrail", 0, 5)
 	m.LastCommit.SetToCurrentTime()
 	m.FetchErrors.WithLabelValues("transient").Inc()

@@ -50,6 +50,9 @@ type Metrics struct {
 	// timestamp to the commit: how far behind the stream the service runs.
 	CommitLatency prometheus.Histogram
 	BatchDuration prometheus.Histogram
+	// BatchPhase is, per transaction, the time spent in each phase that
+	// ran (the consumer names them): where a batch's duration goes.
+	BatchPhase *prometheus.HistogramVec // phase
 	// Lag is per source partition this instance owns, records between the
 	// group's committed offset (or the log start, if below or none) and
 	// the partition's last stable offset (what read_committed can see),
@@ -135,6 +138,9 @@ func New() *Metrics {
 			Help: "From the oldest record's timestamp in a batch to the batch's commit.", Buckets: latencyBuckets}),
 		BatchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "batch_duration_seconds",
 			Help: "From the start of a transaction to its end.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		BatchPhase: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "batch_phase_seconds",
+			Help:    "Per transaction, the time spent in each phase that ran: match, open (the offsets' commit that opens a transaction under transactions v2), markers, produce (alerts, dead letters and watch entries, to the flush), end (the commit or abort).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"phase"}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "consumer_lag_records",
 			Help: "Records between the group's committed offset and the last stable offset, per source partition this instance owns."}, []string{"topic", "partition"}),
 		LastCommit: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "last_commit_timestamp_seconds",
@@ -187,7 +193,7 @@ func New() *Metrics {
 	}
 	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted, m.SessionRecreations, ready)
 	reg.MustRegister(m.RecordsConsumed, m.BytesConsumed, m.Findings, m.DeadLetters, m.Transactions,
-		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.Lag)
+		m.DetectionLatency, m.CommitLatency, m.BatchDuration, m.BatchPhase, m.Lag)
 	for _, outcome := range []string{"committed", "aborted"} {
 		m.Transactions.WithLabelValues(outcome)
 	}
