@@ -226,52 +226,52 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 		// The signals first: a change after marksDue must wake the poll.
 		snap, tick := l.watchSnapshot()
 		moved := l.health.assignedSignal()
-		if len(l.marksDue(snap)) > 0 {
-			var err error
-			if records, skipped, err = l.pollForMarks(ctx, pollCtx); err != nil {
-				return err
-			}
-			if ctx.Err() != nil {
-				l.logStopping(ctx)
-				return nil
-			}
-		} else {
-			thisPoll, stopPoll := pollCtx, context.CancelFunc(func() {})
-			if l.watch != nil {
-				thisPoll, stopPoll = l.pollContext(pollCtx, snap.listOrNil(), tick, moved)
-			}
-			fetches := l.sess.PollRecords(thisPoll, l.cfg.MaxBatch)
-			woke := thisPoll.Err() != nil && ctx.Err() == nil
-			stopPoll()
-			if err := l.watchFailed(); err != nil {
-				return err
-			}
-			if ctx.Err() != nil || fetches.IsClientClosed() {
-				l.logStopping(ctx)
-				return nil
-			}
-			if woke && len(fetches.Records()) == 0 {
-				continue // the loader or an assignment woke the poll
-			}
+		marks := len(l.marksDue(snap)) > 0
+		var thisPoll context.Context
+		stopPoll := context.CancelFunc(func() {})
+		switch {
+		case marks:
+			// Wait briefly for records to carry them (markerCoalesce).
+			thisPoll, stopPoll = context.WithTimeout(pollCtx, markerCoalesce)
+		case l.watch != nil:
+			thisPoll, stopPoll = l.pollContext(pollCtx, snap.listOrNil(), tick, moved)
+		default:
+			thisPoll = pollCtx
+		}
+		fetches := l.sess.PollRecords(thisPoll, l.cfg.MaxBatch)
+		cut := thisPoll.Err() != nil && ctx.Err() == nil // woken, or the markers' wait over
+		stopPoll()
+		if err := l.watchFailed(); err != nil {
+			return err
+		}
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			l.logStopping(ctx)
+			return nil
+		}
+		if !(cut && len(fetches.Records()) == 0) {
 			if err := l.fetchErrors(fetches); err != nil {
 				return err
 			}
 			records = fetches.Records()
-			if len(records) > 0 {
-				l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
-			}
-			if len(records) == 0 {
-				if len(fetches) > 0 {
-					// The client retries on its own; do not spin on the errors
-					// it reports meanwhile.
-					select {
-					case <-time.After(250 * time.Millisecond):
-					case <-ctx.Done():
-					}
-				}
-				continue
-			}
+		}
+		switch {
+		case len(records) > 0:
+			l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
 			skipped = l.deletedBeforeRead(fetches)
+		case marks:
+			// Nothing came: a transaction of the markers alone.
+		case cut:
+			continue // the loader or an assignment woke the poll
+		default:
+			if len(fetches) > 0 {
+				// The client retries on its own; do not spin on the errors
+				// it reports meanwhile.
+				select {
+				case <-time.After(250 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+			continue
 		}
 		committed, reason, err := l.transact(work, records)
 		if err != nil && ctx.Err() != nil {

@@ -285,39 +285,16 @@ func (l *loop) writeMarks(ctx context.Context, due []markKey, records []*kgo.Rec
 }
 
 // markerCoalesce is how long a member with markers due waits for records
-// to write them with (pollForMarks).
+// to write them with: what is buffered, or what arrives within it, else
+// none (a transaction of markers alone). Under load, a transaction of
+// markers alone begins right after the previous one ended, and under
+// transactions v2 its produce then meets that transaction's markers still
+// being written (CONCURRENT_TRANSACTIONS), which franz-go retries after
+// 250 ms and more: every record behind it waited, at 30 watch entries a
+// second about a second each. A batch of records opens its transaction
+// with the offsets' commit first, retried at once (openForOffsets), and
+// the markers ride in it.
 const markerCoalesce = 50 * time.Millisecond
-
-// pollForMarks polls for the batch that carries the markers due: what is
-// buffered, or what arrives within markerCoalesce, else none (a
-// transaction of markers alone). Under load, a transaction of markers alone
-// begins right after the previous one ended, and under transactions v2
-// its produce then meets that transaction's markers still being written
-// (CONCURRENT_TRANSACTIONS), which franz-go retries after 250 ms and more:
-// every record behind it waited, at 30 watch entries a second about a
-// second each. A batch of records opens its transaction with the offsets'
-// commit first, retried at once (openForOffsets), and the markers ride in
-// it.
-func (l *loop) pollForMarks(ctx, pollCtx context.Context) ([]*kgo.Record, []skip, error) {
-	waitCtx, cancel := context.WithTimeout(pollCtx, markerCoalesce)
-	defer cancel()
-	fetches := l.sess.PollRecords(waitCtx, l.cfg.MaxBatch)
-	if err := l.watchFailed(); err != nil {
-		return nil, nil, err
-	}
-	records := fetches.Records()
-	if ctx.Err() != nil || fetches.IsClientClosed() || (len(records) == 0 && waitCtx.Err() != nil) {
-		return nil, nil, nil // stopping, or nothing came: the markers alone
-	}
-	if err := l.fetchErrors(fetches); err != nil {
-		return nil, nil, err
-	}
-	if len(records) == 0 {
-		return nil, nil, nil
-	}
-	l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
-	return records, l.deletedBeforeRead(fetches), nil
-}
 
 // pendingMark is a marker of the open transaction.
 type pendingMark struct {
