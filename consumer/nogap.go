@@ -286,15 +286,23 @@ func (l *loop) writeMarks(ctx context.Context, due []markKey, records []*kgo.Rec
 
 // markerCoalesce is how long a member with markers due waits for records
 // to write them with: what is buffered, or what arrives within it, else
-// none (a transaction of markers alone). Under load, a transaction of
-// markers alone begins right after the previous one ended, and under
-// transactions v2 its produce then meets that transaction's markers still
-// being written (CONCURRENT_TRANSACTIONS), which franz-go retries after
-// 250 ms and more: every record behind it waited, at 30 watch entries a
-// second about a second each. A batch of records opens its transaction
-// with the offsets' commit first, retried at once (openForOffsets), and
-// the markers ride in it.
-const markerCoalesce = 50 * time.Millisecond
+// none (a transaction of markers alone). A transaction of markers alone is
+// for a member that gets no records, because it costs the loop twice:
+//   - it commits no offsets, so franz-go's GroupTransactSession.End sends
+//     no TxnOffsetCommit, cannot tell that the brokers have KIP-447, and
+//     holds its rebalance lock for 500 ms after the commit, which End
+//     itself waits for (txn.go, "sleeping 500ms before allowing a
+//     rebalance to continue"): every record behind it waits half a second;
+//   - under transactions v2, begun right after the previous transaction,
+//     its produce meets that transaction's markers still being written
+//     (CONCURRENT_TRANSACTIONS), which franz-go retries after 250 ms and
+//     more.
+//
+// A batch of records opens its transaction with the offsets' commit first,
+// retried at once (openForOffsets), and the markers ride in it. The wait
+// is longer than a busy member's fetch takes (TestMarkersRideWithTraffic),
+// and short beside the look-back that waits for the markers.
+const markerCoalesce = time.Second
 
 // pendingMark is a marker of the open transaction.
 type pendingMark struct {

@@ -3,8 +3,12 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -207,4 +211,93 @@ func TestNoGapAcrossMembers(t *testing.T) {
 	if marks != partitions {
 		t.Errorf("%d markers committed, want one per partition (%d)", marks, partitions)
 	}
+}
+
+// TestMarkersRideWithTraffic: a member whose partitions keep receiving
+// records writes a watch entry's markers in the transaction of a batch,
+// never in a transaction of markers alone. One of those commits no offsets,
+// and franz-go's GroupTransactSession.End, having sent no TxnOffsetCommit,
+// cannot tell that the broker has KIP-447: it holds its rebalance lock 500
+// ms after the commit, and End waits for it ("sleeping 500ms before
+// allowing a rebalance to continue", txn.go). Every such transaction held
+// the loop, and every record behind it, half a second. Records here come
+// every 150 ms, and ten users are quarantined, on the service's defaults.
+func TestMarkersRideWithTraffic(t *testing.T) {
+	const partitions = 6
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	brokers := cluster.ListenAddrs()
+	adm := adminOf(t, brokers)
+	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
+	createTopic(t, adm, contextTopic, nil)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(sourceTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+
+	var kafkaLog syncBuffer
+	cfg := watchConfig(t, brokers, 1)
+	cfg.KafkaLogger = slog.New(slog.NewTextHandler(&kafkaLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := startMember(t, cfg)
+
+	want := map[string]int{}
+	send := func(r *kgo.Record) {
+		t.Helper()
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample := readSample(t, "02_attach_user_policy_quarantine_v2_panther.json")
+	// Ten quarantines, one after the other, each followed by the user's
+	// calls until its markers are committed on every partition.
+	n := 0
+	for q := range 10 {
+		user := fmt.Sprintf("test-user-%d", q)
+		quarantine := bytes.Replace(sample, []byte(`"userName": "test-user"`), []byte(`"userName": "`+user+`"`), 1)
+		quarantine = bytes.Replace(quarantine, []byte("e7bb4b23-66e1-4656-b607-f575fde3b790"), fmt.Appendf(nil, "e7bb4b23-66e1-4656-b607-f575fde3b7%02d", q), 1)
+		send(&kgo.Record{Partition: int32(q % partitions), Value: quarantine})
+		for after := -1; after < 2; n++ {
+			if n >= 100 {
+				t.Fatalf("after %d records, %v markers committed, want %d", n, gaugeValue(t, cfg.Metrics.WatchMarks), partitions*(q+1))
+			}
+			id := fmt.Sprintf("%s%02d", nogapIDPrefix, n)
+			want[id] = 1 // after the quarantine (2023-11-21T23:23:52Z), by the quarantined user
+			send(&kgo.Record{Partition: int32(n % partitions), Value: userEvent(user, id, "2023-11-21T23:33:52Z")})
+			time.Sleep(150 * time.Millisecond)
+			if after >= 0 || gaugeValue(t, cfg.Metrics.WatchMarks) >= float64(partitions*(q+1)) {
+				after++
+			}
+		}
+	}
+	stalls := strings.Count(kafkaLog.String(), "sleeping 500ms before allowing a rebalance")
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if stalls > 0 {
+		t.Errorf("%d transactions while records kept coming committed no offsets, and each held the loop 500 ms", stalls)
+	}
+	checkPostFindings(t, brokers, want)
+}
+
+// syncBuffer is a bytes.Buffer safe for the writes of several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
