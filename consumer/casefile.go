@@ -115,7 +115,10 @@ func newCaseWorker(cfg *Config) *caseWorker {
 	s.kafkaHooks = cfg.Metrics.KafkaContext
 	return &caseWorker{
 		cfg: cfg, session: s, matchers: map[string]*matcher.Matcher{},
-		budget: &byteBudget{rate: float64(cmp.Or(cfg.LookbackBytesPerSecond, DefaultLookbackBytesPerSecond))},
+		budget: &byteBudget{
+			rate: float64(cmp.Or(cfg.LookbackBytesPerSecond, DefaultLookbackBytesPerSecond)),
+			slow: func() bool { return cfg.health != nil && cfg.health.behind.Load() },
+		},
 	}
 }
 
@@ -694,30 +697,47 @@ func (w *caseWorker) read(ctx context.Context, p partRange, recycle bool, fn fun
 	return nil
 }
 
-// byteBudget paces look-back reads to rate bytes per second in all.
+// byteBudget paces look-back reads to rate bytes per second in all, and to
+// rate/lookbackBehindShare while slow says the main loop is behind:
+// detection first, the context after. Never to nothing: a loop that is
+// always behind (an instance too small for its traffic) still gets its
+// documents, later.
 type byteBudget struct {
 	mu   sync.Mutex
 	rate float64
+	slow func() bool // nil: never slowed
 	next time.Time
 }
 
+// lookbackBehindShare divides the look-backs' rate while the loop is
+// behind.
+const lookbackBehindShare = 16
+
 // wait returns when n more bytes may be read.
 func (b *byteBudget) wait(ctx context.Context, n int) error {
-	if n <= 0 {
-		return nil
-	}
-	b.mu.Lock()
-	now := time.Now()
-	if b.next.Before(now) {
-		b.next = now
-	}
-	b.next = b.next.Add(time.Duration(float64(n) / b.rate * float64(time.Second)))
-	at := b.next
-	b.mu.Unlock()
-	if d := time.Until(at); d > 0 {
+	if d := time.Until(b.reserve(n, time.Now())); d > 0 {
 		sleepCtx(ctx, d)
 	}
 	return ctx.Err()
+}
+
+// reserve takes n bytes from the budget at now and returns when they are
+// paid for.
+func (b *byteBudget) reserve(n int, now time.Time) time.Time {
+	if n <= 0 {
+		return now
+	}
+	rate := b.rate
+	if b.slow != nil && b.slow() {
+		rate /= lookbackBehindShare
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.next.Before(now) {
+		b.next = now
+	}
+	b.next = b.next.Add(time.Duration(float64(n) / rate * float64(time.Second)))
+	return b.next
 }
 
 // lookbackPools are the look-back reads' kgo pools (see read): their

@@ -137,6 +137,9 @@ type health struct {
 	lagSince   atomic.Int64 // unix nanoseconds since when lag has been above 0; 0 without lag
 	lastCommit atomic.Int64 // unix nanoseconds of the last commit, or of the session's start
 	stalled    atomic.Bool
+	// behind is the loop's word after each poll (behindAfter): look-backs
+	// read slower while it holds.
+	behind atomic.Bool
 
 	// gate, if set, runs in OnPartitionsAssigned before the new partitions
 	// are fetched (the no-gap protocol's assignment gate, nogap.go);
@@ -205,6 +208,13 @@ func (h *health) snapshot() map[string][]int32 {
 		}
 	}
 	return out
+}
+
+// setBehind records whether the loop was left behind by its last poll.
+func (h *health) setBehind(b bool) {
+	if h.behind.Swap(b) != b {
+		h.cfg.Metrics.LoopBehind.Set(map[bool]float64{false: 0, true: 1}[b])
+	}
 }
 
 // committed records a commit.

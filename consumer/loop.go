@@ -254,6 +254,7 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 			}
 			records = fetches.Records()
 		}
+		l.health.setBehind(behindAfter(fetches, len(records), l.cfg.MaxBatch))
 		switch {
 		case len(records) > 0:
 			l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
@@ -561,4 +562,30 @@ func (l *loop) producedErr() error {
 	l.produceMu.Lock()
 	defer l.produceMu.Unlock()
 	return l.produceErr
+}
+
+// behindAfter reports whether a poll that returned polled records left
+// more than a batch (maxBatch) to read on the partitions it fetched: their
+// last stable offsets (high watermarks, where the broker gives none) are
+// that far past its last records. A loop catching up on a backlog is
+// behind; one that keeps up with its traffic is not. (A poll cut at
+// maxBatch says nothing alone: the traffic may have ended there.)
+func behindAfter(fetches kgo.Fetches, polled, maxBatch int) bool {
+	if polled == 0 {
+		return false
+	}
+	var left int64
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		end := p.LastStableOffset
+		if end < 0 {
+			end = p.HighWatermark
+		}
+		if n := end - (p.Records[len(p.Records)-1].Offset + 1); n > 0 {
+			left += n
+		}
+	})
+	return left > int64(maxBatch)
 }

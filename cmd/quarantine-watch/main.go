@@ -254,7 +254,7 @@ func runService(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Duration(&cfg.WatchFor, "watch-for", consumer.DefaultWatchFor, "after a quarantine, watch the user this long (event time) and report what it does as post-quarantine findings; the watch entries go to <alerts-topic>.watchlist (compacted), the context documents to <alerts-topic>.context; 0 turns the watch off, and neither topic is needed")
 	fs.Duration(&cfg.ContextLookback, "context-lookback", lookback.DefaultLookback, "the context document's window before the finding, written into each watch entry")
 	lookbackRate := 0
-	fs.Int(&lookbackRate, "lookback-bytes-per-second", consumer.DefaultLookbackBytesPerSecond, "most record bytes per second the case worker's look-backs read from the source topics, so that detection keeps its latency")
+	fs.Int(&lookbackRate, "lookback-bytes-per-second", consumer.DefaultLookbackBytesPerSecond, "most record bytes per second the case worker's look-backs read from the source topics, so that detection keeps its latency; a sixteenth of it while the main loop is more than a batch behind")
 	fs.Int(&cfg.LookbackPartitions, "lookback-partitions", consumer.DefaultLookbackPartitions, "source partitions a look-back reads at once")
 	fs.Bool(&cfg.CreateTopics, "create-topics", false, "create the output topics if missing: alerts, dead letters and, with --watch-for, the watchlist (compacted) and context topics")
 	createRF := 0

@@ -83,6 +83,10 @@ type Metrics struct {
 	// LookbackDuration is, per look-back that wrote its document, from
 	// reading the entry to the commit.
 	LookbackDuration prometheus.Histogram
+	// LoopBehind is 1 while the main loop has more than a batch left to
+	// read after its last poll; look-backs read at a fraction of their
+	// rate meanwhile.
+	LoopBehind prometheus.Gauge
 	// WatchMarks counts the markers the loop committed (the no-gap
 	// protocol: where a watch entry began to apply on a partition).
 	WatchMarks prometheus.Counter
@@ -169,7 +173,9 @@ func New() *Metrics {
 	m.LookbackRecords = f("lookback_records_read_total", "Source records read by look-backs, every pass counted.")
 	m.LookbackDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "lookback_duration_seconds",
 		Help: "From reading a watch entry to the commit of its context document.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
-	reg.MustRegister(m.Lookbacks, m.LookbackRecords, m.LookbackDuration)
+	m.LoopBehind = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "loop_behind",
+		Help: "1 while the main loop had more than a batch left to read after its last poll (look-backs are slowed)."})
+	reg.MustRegister(m.Lookbacks, m.LookbackRecords, m.LookbackDuration, m.LoopBehind)
 	m.WatchMarks = f("watch_marks_total", "Markers committed by the loop: where a watch entry began to apply on a source partition.")
 	m.MarkersWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "case_markers_waiting",
 		Help: "1 while the case worker waits for the markers of a watch entry on every source partition."})
