@@ -317,8 +317,9 @@ func (c *Config) outputTopics() []string {
 //     transaction.
 //   - DisableAutoCommit is implied by the transactional session, which
 //     commits offsets inside each transaction.
-//   - RecordPartitioner(sticky key): alerts are keyed by alert id, so the
-//     copies of one alert land on one partition.
+//   - RecordPartitioner(outputPartitioner): alerts are keyed by alert id,
+//     so the copies of one alert land on one partition; a watch entry's
+//     markers land on one partition together (partition.go).
 //   - ProducerBatchMaxBytesFn: a batch to an output topic is at most that
 //     topic's max.message.bytes, read by Run before anything is produced
 //     (franz-go asks when it first produces to a partition); a batch the
@@ -366,7 +367,7 @@ func ClientOpts(cfg *Config) []kgo.Opt {
 		kgo.TransactionalID(cfg.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.RecordPartitioner(outputPartitioner()),
 		kgo.WithHooks(kafkaHooks),
 		kgo.OnPartitionsAssigned(h.assigned),
 		kgo.OnPartitionsRevoked(h.gone),

@@ -142,7 +142,7 @@ func EndWatch(ctx context.Context, cfg Config, transactionalID, account, userNam
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.TransactionalID(transactionalID),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.RecordPartitioner(outputPartitioner()), // the service's placement of watchlist keys
 	}, cfg.ClientOpts...)...)
 	if err != nil {
 		return producer.WatchEntry{}, fmt.Errorf("consumer: watchlist: creating client: %w", err)
