@@ -62,6 +62,16 @@ func speaksTransactionsV2(ctx context.Context, cl *kgo.Client) (bool, error) {
 // leaving the commit to End.
 const openForOffsetsLimit = 5 * time.Second
 
+// openForOffsets' retries: the wait is for the broker to finish writing the
+// previous transaction's markers, a few milliseconds to a few tens on a
+// busy broker, and it is every back-to-back transaction's (the loop under
+// steady traffic): fine steps at first, so that the batch does not wait
+// long past the moment the broker is done. A retry is one small request.
+const (
+	openRetryMin = 2 * time.Millisecond
+	openRetryMax = 50 * time.Millisecond
+)
+
 // openForOffsets sends the TxnOffsetCommit that End is about to send for a
 // transaction that produced nothing, retrying it while the broker answers
 // CONCURRENT_TRANSACTIONS. Any other outcome is left to End, which sends
@@ -94,7 +104,7 @@ func openForOffsets(ctx context.Context, cl *kgo.Client, transactionalID, group 
 		req.Topics = append(req.Topics, rt)
 	}
 	deadline := time.Now().Add(openForOffsetsLimit)
-	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, 100*time.Millisecond) {
+	for backoff := openRetryMin; ; backoff = min(backoff*3/2, openRetryMax) {
 		resp, err := req.RequestWith(ctx, cl)
 		if err != nil || !concurrentTransactions(resp) || time.Now().After(deadline) {
 			return
