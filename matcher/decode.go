@@ -158,6 +158,49 @@ func (f fields) raw(key string) []byte {
 
 func (f fields) has(key string) bool { return f.raw(key) != nil }
 
+// The top-level keys dispatch tells the shapes by (shapeKeys).
+const (
+	keyRecords = 1 << iota
+	keyAWSLogs
+	keyLogEvents
+	keyDetail
+	keyDetailType
+	keyEventName
+	keyMessage
+)
+
+// shapeKeys returns which of dispatch's keys f has, in one pass over its
+// members: has of each in turn walked them all once per key.
+func (f fields) shapeKeys() int {
+	var keys int
+	for i := range f.members {
+		m := &f.members[i]
+		var k string
+		if ks := m.keySpan(); m.escaped() {
+			k, _ = f.key(m)
+		} else if ks.end-ks.start >= 2 { // an array's elements have no key
+			k = unsafeString(f.b[ks.start+1 : ks.end-1])
+		}
+		switch k {
+		case "Records":
+			keys |= keyRecords
+		case "awslogs":
+			keys |= keyAWSLogs
+		case "logEvents":
+			keys |= keyLogEvents
+		case "detail":
+			keys |= keyDetail
+		case "detail-type":
+			keys |= keyDetailType
+		case "eventName":
+			keys |= keyEventName
+		case "message":
+			keys |= keyMessage
+		}
+	}
+	return keys
+}
+
 // str returns the field as a string, and false when it is absent or not a
 // JSON string.
 func (f fields) str(key string) (string, bool) {

@@ -205,8 +205,9 @@ func (s *Scanner) decodeValue(text []byte, res *Result) {
 // matters where shapes share keys, and the reference evaluator follows the
 // same order.
 func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
+	keys := top.shapeKeys()
 	switch {
-	case top.has("Records"):
+	case keys&keyRecords != 0:
 		res.Shape = ShapeS3Object
 		records, ok := elementsOf(top.raw("Records"))
 		if !ok {
@@ -222,7 +223,7 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 			s.evalRecord(r, i, res)
 			s.arena.rewind(mark)
 		}
-	case top.has("awslogs"):
+	case keys&keyAWSLogs != 0:
 		data, ok := top.object("awslogs").str("data")
 		if !ok {
 			res.Shape = ShapeCloudWatchLogs
@@ -230,13 +231,13 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 			return
 		}
 		s.evalAWSLogs(unsafeBytes(data), res)
-	case top.has("logEvents"):
+	case keys&keyLogEvents != 0:
 		res.Shape = ShapeCloudWatchLogs
 		s.evalLogEvents(top, res)
-	case top.has("detail") && top.has("detail-type"):
+	case keys&keyDetail != 0 && keys&keyDetailType != 0:
 		res.Shape = ShapeEventBridge
 		s.evalRecord(top.raw("detail"), 0, res)
-	case top.has("eventName"):
+	case keys&keyEventName != 0:
 		res.Shape = ShapeRecord
 		s.evalFields(top, 0, res)
 	case top.ecsHas("event.action"):
@@ -251,7 +252,7 @@ func (s *Scanner) dispatch(text []byte, top fields, res *Result) {
 				res.Findings = append(res.Findings, Finding{Rule: c.rule, Event: ecsEvent(d, c), Shape: ShapeECS})
 			}
 		}
-	case top.has("message"):
+	case keys&keyMessage != 0:
 		res.Shape = ShapeAgentMessage
 		msg, ok := top.str("message")
 		if !ok {

@@ -1,9 +1,12 @@
 package matcher
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf16"
+
+	"github.com/quarantine-watch/quarantine-watch/internal/cloudtrailgen"
 )
 
 // FuzzWalk holds the one-pass walker to the reference's literal reading of
@@ -51,4 +54,45 @@ func FuzzWalk(f *testing.F) {
 			t.Fatalf("%q: walker length %d, reference %d (%q)", b, got.n, n, flat)
 		}
 	})
+}
+
+// TestShapeKeys: the one pass dispatch reads the shape keys from agrees
+// with encoding/json on which of them a document has, on every delivery
+// shape of the generator and on keys written with escapes, twice, or in
+// an array.
+func TestShapeKeys(t *testing.T) {
+	docs := [][]byte{
+		[]byte(`{"Rec\u006frds":[],"x":1}`),
+		[]byte(`{"detail":{},"detail-type":"AWS API Call via CloudTrail","detail":1}`),
+		[]byte(`{"message":"{}","eventName\t":"x"}`),
+		[]byte(`{}`),
+		[]byte(`[{"Records":[]}]`),
+	}
+	gen := cloudtrailgen.New(cloudtrailgen.Config{Seed: 7, Shapes: cloudtrailgen.DefaultShapes()})
+	for len(docs) < 500 {
+		if v := gen.Next().Value; json.Valid(v) { // not the compressed shapes
+			docs = append(docs, v)
+		}
+	}
+	names := map[string]int{"Records": keyRecords, "awslogs": keyAWSLogs, "logEvents": keyLogEvents, "detail": keyDetail,
+		"detail-type": keyDetailType, "eventName": keyEventName, "message": keyMessage}
+	for _, doc := range docs {
+		var x indexer
+		members, _, errAt := x.index(doc)
+		if errAt >= 0 {
+			t.Fatalf("%.80s: not valid JSON at %d", doc, errAt)
+		}
+		want := 0
+		var top map[string]json.RawMessage
+		if json.Unmarshal(doc, &top) == nil {
+			for name, bit := range names {
+				if _, ok := top[name]; ok {
+					want |= bit
+				}
+			}
+		}
+		if got := (fields{b: doc, members: members}).shapeKeys(); got != want {
+			t.Errorf("%.120s: shapeKeys %07b, encoding/json %07b", doc, got, want)
+		}
+	}
 }
