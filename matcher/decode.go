@@ -23,7 +23,12 @@ type fields struct {
 // record's objects at a time, not the batch's; slices handed out earlier
 // stay valid when it grows (they keep the old array), and a nil arena
 // allocates as it goes.
-type memberArena struct{ buf []member }
+type memberArena struct {
+	buf []member
+	// ecsSeen is the object cache of the ECS document being evaluated
+	// (newECSObjects), kept here so that a document does not allocate one.
+	ecsSeen map[*byte]fields
+}
 
 func (a *memberArena) reset() {
 	if a != nil {

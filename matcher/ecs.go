@@ -55,6 +55,22 @@ type ecsObjects struct {
 
 const maxECSObjects = 64
 
+// newECSObjects returns the object cache of one ECS document: the arena's
+// map, cleared (its keys point into the text of the last document), or a
+// map of its own made on first use when there is no arena. Two caches of
+// one document may share the map: an entry is the same for both.
+func newECSObjects(arena *memberArena) ecsObjects {
+	o := ecsObjects{arena: arena}
+	if arena != nil {
+		if arena.ecsSeen == nil {
+			arena.ecsSeen = make(map[*byte]fields, maxECSObjects)
+		}
+		clear(arena.ecsSeen)
+		o.seen = arena.ecsSeen
+	}
+	return o
+}
+
 // values calls fn with the values at path rest inside the raw value ("":
 // the value itself), through arrays.
 func (o *ecsObjects) values(raw []byte, rest string, fn func(raw []byte) bool) bool {
@@ -158,7 +174,7 @@ type ecsDoc struct {
 }
 
 func newECSDoc(raw []byte, f fields) *ecsDoc {
-	d := &ecsDoc{raw: raw, f: f, objs: ecsObjects{arena: f.arena}}
+	d := &ecsDoc{raw: raw, f: f, objs: newECSObjects(f.arena)}
 	d.actions = d.strings("event.action")
 	d.outcomes = d.strings("event.outcome")
 	d.params = d.strings(FieldRequestParameters)
@@ -172,7 +188,7 @@ func newECSDoc(raw []byte, f fields) *ecsDoc {
 
 // ecsHas reports whether the document f has the field path, of any value.
 func (f fields) ecsHas(path string) bool {
-	objs := ecsObjects{arena: f.arena}
+	objs := newECSObjects(f.arena)
 	return !f.ecsEach(path, &objs, func([]byte) bool { return false })
 }
 
