@@ -212,9 +212,14 @@ func (h *health) snapshot() map[string][]int32 {
 
 // setBehind records whether the loop was left behind by its last poll.
 func (h *health) setBehind(b bool) {
-	if h.behind.Swap(b) != b {
-		h.cfg.Metrics.LoopBehind.Set(map[bool]float64{false: 0, true: 1}[b])
+	if h.behind.Swap(b) == b {
+		return
 	}
+	v := 0.0
+	if b {
+		v = 1
+	}
+	h.cfg.Metrics.LoopBehind.Set(v)
 }
 
 // committed records a commit.
