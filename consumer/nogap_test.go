@@ -8,10 +8,10 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -31,21 +31,7 @@ import (
 // (watch on, transactions v2), one member.
 func TestNoGapAfterTheQuarantine(t *testing.T) {
 	const partitions = 6
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	brokers := cluster.ListenAddrs()
-	adm := adminOf(t, brokers)
-	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
-	createTopic(t, adm, contextTopic, nil)
-
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(sourceTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	brokers, adm, cl := oneBrokerWatchCluster(t, partitions)
 	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
 	// The quarantine is 2023-11-21T23:23:52Z (the sample's eventTime).
 	burst := []*kgo.Record{
@@ -132,20 +118,7 @@ const nogapIDPrefix = "00000000-0000-4000-8000-0000000000"
 // call after the quarantine is one finding to read_committed.
 func TestNoGapAcrossMembers(t *testing.T) {
 	const partitions = 6
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	brokers := cluster.ListenAddrs()
-	adm := adminOf(t, brokers)
-	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
-	createTopic(t, adm, contextTopic, nil)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(sourceTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	brokers, adm, cl := oneBrokerWatchCluster(t, partitions)
 	want := map[string]int{}
 	calls := func(digit byte, eventTime string) []*kgo.Record {
 		var out []*kgo.Record
@@ -224,22 +197,9 @@ func TestNoGapAcrossMembers(t *testing.T) {
 // every 150 ms, and ten users are quarantined, on the service's defaults.
 func TestMarkersRideWithTraffic(t *testing.T) {
 	const partitions = 6
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	brokers := cluster.ListenAddrs()
-	adm := adminOf(t, brokers)
-	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
-	createTopic(t, adm, contextTopic, nil)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(sourceTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	brokers, adm, cl := oneBrokerWatchCluster(t, partitions)
 
-	var kafkaLog syncBuffer
+	var kafkaLog lockedBuffer
 	cfg := watchConfig(t, brokers, 1)
 	cfg.KafkaLogger = slog.New(slog.NewTextHandler(&kafkaLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := startMember(t, cfg)
@@ -284,20 +244,25 @@ func TestMarkersRideWithTraffic(t *testing.T) {
 	checkPostFindings(t, brokers, want)
 }
 
-// syncBuffer is a bytes.Buffer safe for the writes of several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// oneBrokerWatchCluster starts a one-broker kfake cluster with the source, alerts
+// and dead-letter topics of partitions partitions and the case file's
+// topics, and returns its brokers, an admin client and a client that
+// produces to the source topic's partition each record names.
+func oneBrokerWatchCluster(t *testing.T, partitions int32) ([]string, *kadm.Client, *kgo.Client) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	brokers := cluster.ListenAddrs()
+	adm := adminOf(t, brokers)
+	createTopic(t, adm, watchlistTopic, map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")})
+	createTopic(t, adm, contextTopic, nil)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(sourceTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return brokers, adm, cl
 }
