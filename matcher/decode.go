@@ -33,6 +33,9 @@ type memberArena struct {
 func (a *memberArena) reset() {
 	if a != nil {
 		a.buf = a.buf[:0]
+		if len(a.ecsSeen) > 0 {
+			clear(a.ecsSeen) // its keys would keep the last value's text alive
+		}
 	}
 }
 

@@ -96,3 +96,23 @@ func TestShapeKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestECSCacheForgetsTheLastValue: the Scanner's ECS object cache holds
+// pointers into the text it was built from; the next value clears it, so
+// that a long-lived Scanner does not keep the last ECS document's buffer
+// (a whole fetched batch) alive.
+func TestECSCacheForgetsTheLastValue(t *testing.T) {
+	m, err := New(Config{Validate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewScanner()
+	s.Match([]byte(`{"event":{"action":"ListBuckets","outcome":"success","dataset":"aws.cloudtrail"},"aws":{"cloudtrail":{"request_parameters":"{}"}}}`), nil)
+	if len(s.arena.ecsSeen) == 0 {
+		t.Fatal("an ECS document left nothing in the cache: the test shows nothing")
+	}
+	s.Match([]byte(`{"eventName":"ListBuckets"}`), nil)
+	if n := len(s.arena.ecsSeen); n != 0 {
+		t.Errorf("the next value left %d entries of the last ECS document in the cache", n)
+	}
+}
