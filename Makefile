@@ -24,7 +24,7 @@ vet:
 test: vet
 	$(GO) test -count=1 -race -timeout 20m $$($(GO) list ./... | grep -Ev '/(internal/cloudtrailgen|integration)$$')
 	$(GO) test -count=1 -timeout 10m ./internal/cloudtrailgen/
-	$(GO) test -count=1 -timeout 10m -run '^TestAdversarialValues$$' ./matcher/
+	$(GO) test -count=1 -timeout 10m -run '^(TestAdversarialValues|TestValidatedECSDocumentAllocations)$$' ./matcher/
 	$(GO) test -count=1 -race -timeout 30m -v ./integration/
 
 unit:
