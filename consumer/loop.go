@@ -254,7 +254,7 @@ func (l *loop) runSession(ctx context.Context, sess *kgo.GroupTransactSession) e
 			}
 			records = fetches.Records()
 		}
-		l.health.setBehind(behindAfter(fetches, len(records), l.cfg.MaxBatch))
+		l.health.setBehind(len(records) > 0 && behindAfter(fetches, l.cfg.MaxBatch))
 		switch {
 		case len(records) > 0:
 			l.sizer.adjust(l.sess.Client(), l.cfg.Logger)
@@ -564,16 +564,13 @@ func (l *loop) producedErr() error {
 	return l.produceErr
 }
 
-// behindAfter reports whether a poll that returned polled records left
-// more than a batch (maxBatch) to read on the partitions it fetched: their
-// last stable offsets (high watermarks, where the broker gives none) are
-// that far past its last records. A loop catching up on a backlog is
-// behind; one that keeps up with its traffic is not. (A poll cut at
-// maxBatch says nothing alone: the traffic may have ended there.)
-func behindAfter(fetches kgo.Fetches, polled, maxBatch int) bool {
-	if polled == 0 {
-		return false
-	}
+// behindAfter reports whether a poll left more than a batch (maxBatch) to
+// read on the partitions it returned records of: their last stable offsets
+// (high watermarks, where the broker gives none) are that far past its last
+// records. A loop catching up on a backlog is behind; one that keeps up
+// with its traffic is not, nor one whose poll returned nothing. (A poll cut
+// at maxBatch says nothing alone: the traffic may have ended there.)
+func behindAfter(fetches kgo.Fetches, maxBatch int) bool {
 	var left int64
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 {
