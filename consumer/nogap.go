@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
@@ -150,13 +151,10 @@ func (w *watchLoader) gate(ctx context.Context, cl *kgo.Client) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, markerGateTimeout)
 	defer cancel()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, w.topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := w.listEnds(ctx, cl)
 	if err != nil {
 		w.cfg.Logger.Warn("assignment gate: cannot list the watchlist's last stable offsets; fetching the new partitions with the watchlist as loaded",
-			"topic", w.topic, "err", err)
+			"topic", w.topic, "waited", time.Since(began).Round(time.Millisecond), "err", err)
 		return
 	}
 	lastLog := time.Now()
@@ -180,6 +178,28 @@ func (w *watchLoader) gate(ctx context.Context, cl *kgo.Client) {
 			lastLog = time.Now()
 			w.cfg.Logger.Info("assignment gate: waiting for the watchlist loader before fetching newly assigned partitions",
 				"topic", w.topic, "waited", time.Since(began).Round(time.Second))
+		}
+	}
+}
+
+// listEnds lists the watchlist topic's last stable offsets, retrying what
+// a moment cures until ctx ends: the group's first assignment can come
+// while start-up is still creating the topic, and a partition moving
+// between brokers has no leader for a while.
+func (w *watchLoader) listEnds(ctx context.Context, cl *kgo.Client) (kadm.ListedOffsets, error) {
+	adm := kadm.NewClient(cl)
+	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		ends, err := adm.ListCommittedOffsets(ctx, w.topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil || !kerr.IsRetriable(err) {
+			return ends, err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, err
 		}
 	}
 }

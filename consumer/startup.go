@@ -270,6 +270,53 @@ func createTopics(ctx context.Context, cl *kgo.Client, cfg *Config, topics []str
 				"cleanup_policy", policy)
 		}
 	}
+	return awaitTopics(ctx, cl, topics)
+}
+
+// awaitTopics waits until the brokers' metadata shows every partition of
+// topics with a leader. A topic just created reaches the brokers' metadata
+// a moment later; and franz-go answers kadm's requests from the metadata
+// the client last fetched (describeTopics', which said the topics did not
+// exist) for up to MetadataMinAge: the assignment gate's listing of the
+// watchlist would fail on it. A fresh answer replaces the client's.
+func awaitTopics(ctx context.Context, cl *kgo.Client, topics []string) error {
+	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		resp, err := describeTopics(ctx, cl, topics)
+		if err == nil {
+			err = topicsLed(resp, topics)
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return fmt.Errorf("consumer: waiting for the topics it created to have leaders: %w", err)
+		}
+	}
+}
+
+// topicsLed returns an error naming the first of topics that resp does not
+// show with partitions that all have a leader.
+func topicsLed(resp *kmsg.MetadataResponse, topics []string) error {
+	for _, name := range topics {
+		i := slices.IndexFunc(resp.Topics, func(t kmsg.MetadataResponseTopic) bool { return t.Topic != nil && *t.Topic == name })
+		if i < 0 {
+			return fmt.Errorf("topic %q not in the metadata", name)
+		}
+		t := resp.Topics[i]
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			return fmt.Errorf("topic %q: %w", name, err)
+		}
+		if len(t.Partitions) == 0 {
+			return fmt.Errorf("topic %q has no partitions yet", name)
+		}
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil || p.Leader < 0 {
+				return fmt.Errorf("topic %q partition %d has no leader yet (%v)", name, p.Partition, err)
+			}
+		}
+	}
 	return nil
 }
 
