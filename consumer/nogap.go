@@ -335,7 +335,7 @@ type pendingMark struct {
 func (l *loop) markedCommitted(s *watchSnapshot) {
 	for _, m := range l.pendingMarks {
 		l.marked[m.key] = m.offset
-		l.cfg.Logger.Info("watch marker written", "alert_id", m.key.alertID, "topic", m.key.topic, "partition", m.key.partition, "offset", m.offset)
+		l.cfg.Logger.Debug("watch marker written", "alert_id", m.key.alertID, "topic", m.key.topic, "partition", m.key.partition, "offset", m.offset)
 	}
 	l.cfg.Metrics.WatchMarks.Add(float64(len(l.pendingMarks)))
 	l.pendingMarks = l.pendingMarks[:0]
