@@ -235,6 +235,12 @@ func TestMarkersRideWithTraffic(t *testing.T) {
 	}
 	stalls := strings.Count(kafkaLog.String(), "sleeping 500ms before allowing a rebalance")
 	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	// The calls below an entry's markers are the case worker's to report,
+	// with the entry's context document: stopped before it is written, the
+	// member would leave them to its next start.
+	waitFor(t, "every entry's context document", func() bool {
+		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 10
+	})
 	if err := m.stop(t); err != nil {
 		t.Fatal(err)
 	}
