@@ -476,9 +476,13 @@ func (in *instance) cleanup() {
 	}
 }
 
+// crashLines bounds what tailFile keeps of a Go crash's output.
+const crashLines = 80
+
 // tailFile returns the last n lines of a file, each cut to 600 bytes,
 // leaving out dead-letter warnings: bad input is expected, and a crash or
-// a Kafka error is what the lines are for.
+// a Kafka error is what the lines are for. Where the file holds a Go
+// crash, it returns the crash's first crashLines lines instead.
 func tailFile(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -489,7 +493,7 @@ func tailFile(path string, n int) string {
 	if st, err := f.Stat(); err == nil && st.Size() > 512<<10 {
 		_, _ = f.Seek(st.Size()-512<<10, io.SeekStart)
 	}
-	var lines []string
+	var lines, crash []string
 	skipped := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
@@ -502,14 +506,55 @@ func tailFile(path string, n int) string {
 		if len(line) > 600 {
 			line = append(line[:600:600], "..."...)
 		}
+		// A Go crash (a panic, a fatal error) prints its message and
+		// then its goroutines' stacks: the message and the first stack
+		// are the cause, and the last lines only the bottom of a stack.
+		if crash == nil && (bytes.HasPrefix(line, []byte("panic: ")) || bytes.HasPrefix(line, []byte("fatal error: "))) {
+			crash = []string{}
+		}
+		if crash != nil && len(crash) < crashLines {
+			crash = append(crash, string(bytes.Clone(line)))
+		}
 		lines = append(lines, string(bytes.Clone(line)))
 		if len(lines) > n {
 			lines = lines[1:]
 		}
+	}
+	if crash != nil {
+		lines = crash
 	}
 	tail := "  " + strings.Join(lines, "\n  ")
 	if skipped > 0 {
 		tail += fmt.Sprintf("\n  (%d dead-letter warnings left out)", skipped)
 	}
 	return tail
+}
+
+// TestTailFileKeepsACrash: an instance's unplanned exit is reported with
+// the cause of a Go crash, not with the bottom of its stack.
+func TestTailFileKeepsACrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "instance.log")
+	log := `{"level":"INFO","msg":"consuming"}
+{"level":"WARN","msg":"dead letter","err":"matcher: malformed JSON"}
+panic: runtime error: index out of range [3] with length 3
+
+goroutine 1 [running]:
+github.com/quarantine-watch/quarantine-watch/consumer.(*loop).run(...)
+	/src/consumer/loop.go:10 +0x1
+main.main()
+	/src/cmd/quarantine-watch/main.go:37 +0x6c
+`
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := tailFile(path, 3)
+	if !strings.HasPrefix(strings.TrimSpace(got), "panic: runtime error: index out of range") || !strings.Contains(got, "(*loop).run") {
+		t.Errorf("tailFile left out the crash's cause:\n%s", got)
+	}
+	if err := os.WriteFile(path, []byte("{\"msg\":\"a\"}\n{\"msg\":\"b\"}\n{\"msg\":\"c\"}\n{\"msg\":\"d\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := tailFile(path, 2); strings.Contains(got, `"a"`) || strings.Contains(got, `"b"`) || !strings.Contains(got, `"d"`) {
+		t.Errorf("tailFile(2) of four lines without a crash:\n%s", got)
+	}
 }
