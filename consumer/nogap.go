@@ -3,6 +3,7 @@ package consumer
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -182,10 +183,11 @@ func (w *watchLoader) gate(ctx context.Context, cl *kgo.Client) {
 	}
 }
 
-// listEnds lists the watchlist topic's last stable offsets, retrying what
-// a moment cures until ctx ends: the group's first assignment can come
-// while start-up is still creating the topic, and a partition moving
-// between brokers has no leader for a while.
+// listEnds lists the watchlist topic's last stable offsets. While the
+// topic is unknown it retries until ctx ends: the group's first assignment
+// can come while start-up is still creating the topic. Other errors are
+// returned at once, as before the retries, and the gate lets the member
+// fetch.
 func (w *watchLoader) listEnds(ctx context.Context, cl *kgo.Client) (kadm.ListedOffsets, error) {
 	adm := kadm.NewClient(cl)
 	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
@@ -193,7 +195,7 @@ func (w *watchLoader) listEnds(ctx context.Context, cl *kgo.Client) (kadm.Listed
 		if err == nil {
 			err = ends.Error()
 		}
-		if err == nil || !kerr.IsRetriable(err) {
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) {
 			return ends, err
 		}
 		select {
