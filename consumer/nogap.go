@@ -185,9 +185,8 @@ func (w *watchLoader) gate(ctx context.Context, cl *kgo.Client) {
 
 // listEnds lists the watchlist topic's last stable offsets. While the
 // topic is unknown it retries until ctx ends: the group's first assignment
-// can come while start-up is still creating the topic. Other errors are
-// returned at once, as before the retries, and the gate lets the member
-// fetch.
+// can come while start-up is still creating the topic. Any other error is
+// returned at once, and the gate lets the member fetch.
 func (w *watchLoader) listEnds(ctx context.Context, cl *kgo.Client) (kadm.ListedOffsets, error) {
 	adm := kadm.NewClient(cl)
 	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
