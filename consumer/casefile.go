@@ -279,6 +279,13 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) ([]*kgo.Record, s
 		log.Error("case worker: skipping a watchlist record that is not a watch entry", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		return nil, "bad_entry", nil
 	}
+	if dup, err := w.readAgain(ctx, &entry, rec); err != nil {
+		return nil, "", err
+	} else if dup {
+		log.Info("case worker: the same quarantine's entry again; its look-back ran for the first", "alert_id", entry.AlertID,
+			"partition", rec.Partition, "offset", rec.Offset)
+		return nil, "duplicate", nil
+	}
 	// An entry's look-back of zero is the service's.
 	lb := cmp.Or(entry.Lookback, w.cfg.ContextLookback, lookback.DefaultLookback)
 	log.Info("case worker: look-back started", "alert_id", entry.AlertID, "account", entry.Account, "user", entry.UserName,
@@ -308,6 +315,29 @@ func (w *caseWorker) job(ctx context.Context, rec *kgo.Record) ([]*kgo.Record, s
 			{Key: producer.HeaderAlertFormat, Value: []byte(w.cfg.Encoder.Format())},
 		},
 	}}, gap...), "written", nil
+}
+
+// readAgain reports whether rec is not the record that opened its watch
+// but the same quarantine's entry written again (read twice before an
+// instance's loader had the first). It waits until this instance's loader
+// has read past rec: the first record is before it on the same partition.
+func (w *caseWorker) readAgain(ctx context.Context, entry *producer.WatchEntry, rec *kgo.Record) (bool, error) {
+	if w.watch == nil {
+		return false, nil
+	}
+	for {
+		s, tick := w.watch.current()
+		if s != nil && s.position[rec.Partition] > rec.Offset {
+			first, ok := s.first[entry.AlertID]
+			return ok && first != (recordAt{rec.Partition, rec.Offset}), nil
+		}
+		select {
+		case <-tick:
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
 }
 
 // lookback computes the context document of entry over a window of lb.

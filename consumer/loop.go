@@ -37,9 +37,12 @@ type loop struct {
 	pendingFindings []pendingFinding
 	pendingClasses  []string
 	// pendingWatches: the watch entries produced; watchRefused: the
-	// findings that open a watch and of which no entry could be made.
+	// findings that open a watch and of which no entry could be made;
+	// watchSkipped: why each finding whose watch was open already, or
+	// ended by an operator, wrote none (an outcome of watch_entries_total).
 	pendingWatches []pendingWatch
 	watchRefused   int
+	watchSkipped   []string
 	// The no-gap protocol (nogap.go): the markers of the open transaction,
 	// and those this member committed, by key, with their offsets.
 	pendingMarks []pendingMark
@@ -410,6 +413,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 	l.pendingClasses = l.pendingClasses[:0]
 	l.pendingWatches = l.pendingWatches[:0]
 	l.watchRefused = 0
+	l.watchSkipped = l.watchSkipped[:0]
 	var oldest time.Time
 	if n > 0 {
 		oldest = records[0].Timestamp
@@ -525,6 +529,9 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 		}
 	}
 	m.WatchEntries.WithLabelValues("refused").Add(float64(refused))
+	for _, outcome := range l.watchSkipped {
+		m.WatchEntries.WithLabelValues(outcome).Inc()
+	}
 	return true, "", nil
 }
 

@@ -59,13 +59,19 @@ type markKey struct {
 }
 
 // watchSnapshot is what the loader had read when it published it: the
-// matcher's list, the current entries by alert id, their markers, and the
-// loader's position on the watchlist topic. Immutable.
+// matcher's list, the current entries by alert id, their markers, the
+// watches operators ended, and the loader's position on the watchlist
+// topic. Immutable.
 type watchSnapshot struct {
 	list     *matcher.Watchlist
 	entries  map[string]producer.WatchEntry
 	marks    map[markKey]int64
 	position map[int32]int64
+	// ended is the loader's: by entry key, the opening time of the latest
+	// watch an operator ended.
+	ended map[string]time.Time
+	// first is, by alert id, the record that opened the watch.
+	first map[string]recordAt
 }
 
 // markerRecheck is how often an idle member with entries loaded looks
@@ -119,9 +125,10 @@ func (w *watchLoader) dropOrphanMarks() {
 // waits on it.
 func (w *watchLoader) publishSnapshot() {
 	s := &watchSnapshot{list: w.matcher.Watchlist(), entries: make(map[string]producer.WatchEntry, len(w.entries)),
-		marks: map[markKey]int64{}, position: maps.Clone(w.position)}
+		marks: map[markKey]int64{}, position: maps.Clone(w.position), ended: maps.Clone(w.ended), first: make(map[string]recordAt, len(w.entries))}
 	for _, e := range w.entries {
 		s.entries[e.AlertID] = e.WatchEntry
+		s.first[e.AlertID] = e.first
 	}
 	for k, o := range w.marks {
 		if _, ok := s.entries[k.alertID]; ok {

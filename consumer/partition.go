@@ -16,16 +16,21 @@ import (
 // watchlist topic, and the commit of their transaction had the broker write
 // a transaction marker on each, which the next transaction then waited for
 // (CONCURRENT_TRANSACTIONS). The placement of a key never changes, so
-// compaction keeps the latest of each as before.
+// compaction keeps the latest of each as before. An end record
+// ("end/<account>/<user>") is placed as its entry's key, so that the
+// entries a reader of that partition meets after it were written after it.
 func outputPartitioner() kgo.Partitioner {
 	return kgo.StickyKeyPartitioner(func(key []byte, n int) int {
-		return int(murmur2(markerGroup(key))&0x7fffffff) % n
+		return int(murmur2(placementKey(key))&0x7fffffff) % n
 	})
 }
 
-// markerGroup returns the part of key that places it: "mark/<alert id>/"
-// for a marker, the whole key otherwise.
-func markerGroup(key []byte) []byte {
+// placementKey returns what places key: "mark/<alert id>/" for a marker,
+// the entry's key for an end record, the whole key otherwise.
+func placementKey(key []byte) []byte {
+	if entry, ok := producer.EndedWatchKey(key); ok {
+		return []byte(entry)
+	}
 	rest, ok := bytes.CutPrefix(key, []byte(producer.WatchMarkKeyPrefix))
 	if !ok {
 		return key

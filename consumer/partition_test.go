@@ -48,17 +48,18 @@ func TestOutputPartitionerIsKafkasButForMarkers(t *testing.T) {
 	}
 }
 
-func TestMarkerGroup(t *testing.T) {
+func TestPlacementKey(t *testing.T) {
 	for _, tc := range []struct{ key, want string }{
 		{"mark/abc/cloudtrail/3", "mark/abc/"},
 		{"mark/abc/", "mark/abc/"},
 		{"mark/abc", "mark/abc"},
 		{"mark//x", "mark//x"},
 		{"entry/123/alice", "entry/123/alice"},
+		{"end/123/alice", "entry/123/alice"},
 		{"", ""},
 	} {
-		if got := string(markerGroup([]byte(tc.key))); got != tc.want {
-			t.Errorf("markerGroup(%q) = %q, want %q", tc.key, got, tc.want)
+		if got := string(placementKey([]byte(tc.key))); got != tc.want {
+			t.Errorf("placementKey(%q) = %q, want %q", tc.key, got, tc.want)
 		}
 	}
 }

@@ -19,8 +19,10 @@ import (
 // subcommand lists the entries and ends a watch. It reads the topic as the
 // loader does (read_committed, from the start, the latest record per key)
 // and ends a watch the way the topic is always written: in a transaction,
-// with a tombstone, which every instance's loader applies at once and
-// compaction keeps until delete.retention.ms.
+// with an end record, which every instance's loader applies at once and
+// which keeps the same quarantine, read again, from opening the watch anew,
+// and the entry's tombstone, which compaction keeps until
+// delete.retention.ms.
 
 // WatchlistEntries reads the watchlist topic of cfg.AlertsTopic up to its
 // last stable offsets as of the call and returns the current entries,
@@ -68,6 +70,7 @@ func WatchlistEntries(ctx context.Context, cfg Config) ([]producer.WatchEntry, i
 		return true
 	}
 	entries := map[string]producer.WatchEntry{}
+	ended := map[string]time.Time{} // as the loader keeps it
 	skipped := 0
 	idleSince := time.Now()
 	for !reached() && time.Since(idleSince) < watchCatchUpIdle {
@@ -91,7 +94,32 @@ func WatchlistEntries(ctx context.Context, cfg Config) ([]producer.WatchEntry, i
 		fetches.EachRecord(func(r *kgo.Record) {
 			idleSince = time.Now()
 			position[r.Partition] = max(position[r.Partition], r.Offset+1)
-			if r.Attrs.IsControl() || !strings.HasPrefix(string(r.Key), producer.WatchKeyPrefix) {
+			if r.Attrs.IsControl() {
+				return
+			}
+			skip := func(err error) {
+				skipped++
+				if cfg.Logger != nil {
+					cfg.Logger.Warn("skipping a record that is not a valid watch entry", "partition", r.Partition, "offset", r.Offset, "err", err)
+				}
+			}
+			if key, ok := producer.EndedWatchKey(r.Key); ok {
+				if r.Value == nil {
+					delete(ended, key)
+					return
+				}
+				e, err := producer.DecodeWatchEnd(r.Key, r.Value)
+				if err != nil {
+					skip(err)
+					return
+				}
+				noteEnd(ended, key, e.OpenedAt)
+				if have, ok := entries[key]; ok && endedCovers(ended, key, have.OpenedAt) {
+					delete(entries, key)
+				}
+				return
+			}
+			if !strings.HasPrefix(string(r.Key), producer.WatchKeyPrefix) {
 				return
 			}
 			if r.Value == nil {
@@ -100,13 +128,12 @@ func WatchlistEntries(ctx context.Context, cfg Config) ([]producer.WatchEntry, i
 			}
 			e, err := producer.DecodeWatchEntry(r.Key, r.Value)
 			if err != nil {
-				skipped++
-				if cfg.Logger != nil {
-					cfg.Logger.Warn("skipping a record that is not a valid watch entry", "partition", r.Partition, "offset", r.Offset, "err", err)
-				}
+				skip(err)
 				return
 			}
-			entries[string(r.Key)] = e
+			if !endedCovers(ended, string(r.Key), e.OpenedAt) {
+				entries[string(r.Key)] = e
+			}
 		})
 	}
 	keys := make([]string, 0, len(entries))
@@ -126,7 +153,9 @@ var ErrNoWatch = errors.New("consumer: no such watch")
 
 // EndWatch ends the watch of userName in account: it checks that the
 // watchlist has an entry for the user (ErrNoWatch otherwise) and writes
-// its tombstone in a transaction of its own, as transactionalID. The
+// its end record and its tombstone in a transaction of its own, as
+// transactionalID. A quarantine of the user at or before the ended one
+// does not open the watch again; a later one does. The
 // instances stop reporting the user's events once their loaders read it;
 // the context document and the alerts already written stay.
 func EndWatch(ctx context.Context, cfg Config, transactionalID, account, userName string) (producer.WatchEntry, error) {
@@ -151,9 +180,17 @@ func EndWatch(ctx context.Context, cfg Config, transactionalID, account, userNam
 	if err := cl.BeginTransaction(); err != nil {
 		return producer.WatchEntry{}, fmt.Errorf("consumer: watchlist: beginning transaction: %w", err)
 	}
-	perr := cl.ProduceSync(ctx, producer.WatchTombstone(account, userName, WatchlistTopic(cfg.AlertsTopic))).FirstErr()
+	topic := WatchlistTopic(cfg.AlertsTopic)
+	end, err := producer.WatchEndRecord(entries[i], topic, time.Now())
+	if err != nil {
+		return producer.WatchEntry{}, fmt.Errorf("consumer: watchlist: the end record of %s: %w", key, err)
+	}
+	// The end record first: it keeps the same quarantine, read again,
+	// from opening the watch anew; the tombstone lets compaction drop the
+	// entry.
+	perr := cl.ProduceSync(ctx, end, producer.WatchTombstone(account, userName, topic)).FirstErr()
 	if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(perr == nil)); err != nil || perr != nil {
-		return producer.WatchEntry{}, fmt.Errorf("consumer: watchlist: writing the tombstone of %s as transactional id %q: %w", key, transactionalID, errors.Join(perr, err))
+		return producer.WatchEntry{}, fmt.Errorf("consumer: watchlist: writing the end of %s as transactional id %q: %w", key, transactionalID, errors.Join(perr, err))
 	}
 	return entries[i], nil
 }

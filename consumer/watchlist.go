@@ -56,6 +56,24 @@ func (l *loop) openWatch(ctx context.Context, f matcher.Finding, r *kgo.Record, 
 		refuse(err)
 		return
 	}
+	if s, _ := l.watchSnapshot(); s != nil {
+		// The same quarantine read again (a duplicate delivery, a
+		// backfill): its watch is open already, or an operator ended it.
+		// Written again, it would run the look-back again and report the
+		// gap's findings twice, or undo the operator's end.
+		if _, open := s.entries[e.AlertID]; open || l.pendingWatch(e.AlertID) {
+			l.watchSkipped = append(l.watchSkipped, "already_open")
+			l.cfg.Logger.Info("a quarantine whose watch is open already: no entry written", "key", e.Key(), "alert_id", e.AlertID,
+				"topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
+			return
+		}
+		if endedCovers(s.ended, e.Key(), e.OpenedAt) {
+			l.watchSkipped = append(l.watchSkipped, "ended")
+			l.cfg.Logger.Info("a quarantine whose watch an operator ended: the watch is not opened again", "key", e.Key(),
+				"alert_id", e.AlertID, "opened_at", e.OpenedAt, "ended_watch_opened_at", s.ended[e.Key()], "topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
+			return
+		}
+	}
 	rec, err := producer.WatchRecord(e, l.cfg.watchlistTopic(), detected)
 	if err == nil {
 		if n, limit := producer.RecordBytes(rec), l.limits.watchlist.Load(); int64(n) > limit {
@@ -66,12 +84,25 @@ func (l *loop) openWatch(ctx context.Context, f matcher.Finding, r *kgo.Record, 
 		refuse(err)
 		return
 	}
-	l.pendingWatches = append(l.pendingWatches, pendingWatch{})
+	l.pendingWatches = append(l.pendingWatches, pendingWatch{alertID: e.AlertID})
 	l.produce(ctx, output{rec: rec, source: r, finding: -1, watch: len(l.pendingWatches) - 1})
 }
 
-// pendingWatch is what the metrics need of a watch entry once it commits.
+// pendingWatch reports whether the open transaction writes the entry of
+// alertID already.
+func (l *loop) pendingWatch(alertID string) bool {
+	for _, w := range l.pendingWatches {
+		if w.alertID == alertID && !w.dropped {
+			return true
+		}
+	}
+	return false
+}
+
+// pendingWatch is a watch entry of the open transaction: its alert, and
+// what the metrics need once it commits.
 type pendingWatch struct {
+	alertID string
 	// dropped: the broker refused the entry, and the source record is a
 	// dead letter instead (see replace).
 	dropped bool
@@ -134,6 +165,10 @@ type watchLoader struct {
 
 	// Owned by run's goroutine.
 	entries map[string]loadedEntry // by key
+	// ended is, by entry key, the opening time of the latest watch an
+	// operator ended (an end record): an entry opened at or before it is
+	// not applied, wherever it stands in the topic.
+	ended map[string]time.Time
 	// position is, per partition, the offset after the last record read
 	// (data or control); targets the last stable offsets at start-up.
 	position, targets map[int32]int64
@@ -161,7 +196,7 @@ type watchLoader struct {
 }
 
 func newWatchLoader(cfg *Config, m *matcher.Matcher) *watchLoader {
-	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]loadedEntry{},
+	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]loadedEntry{}, ended: map[string]time.Time{},
 		position: map[int32]int64{}, targets: map[int32]int64{}, caughtUp: make(chan struct{}), done: make(chan struct{}),
 		marks: map[markKey]int64{}, tick: make(chan struct{})}
 }
@@ -392,6 +427,9 @@ func (w *watchLoader) apply(r *kgo.Record) bool {
 	if bytes.HasPrefix(r.Key, []byte(producer.WatchMarkKeyPrefix)) {
 		return w.applyMark(r)
 	}
+	if bytes.HasPrefix(r.Key, []byte(producer.WatchEndKeyPrefix)) {
+		return w.applyEnd(r)
+	}
 	if !bytes.HasPrefix(r.Key, []byte(producer.WatchKeyPrefix)) {
 		return false // another kind of state in the same topic
 	}
@@ -419,7 +457,15 @@ func (w *watchLoader) apply(r *kgo.Record) bool {
 	if _, err := matcher.NewWatchlist([]matcher.WatchEntry{watchEntry(e)}); err != nil {
 		return skip(err)
 	}
-	le := loadedEntry{WatchEntry: e, written: r.Timestamp}
+	if endedCovers(w.ended, string(r.Key), e.OpenedAt) {
+		w.cfg.Logger.Info("watch entry not applied: an operator ended its watch", "key", string(r.Key), "alert_id", e.AlertID,
+			"opened_at", e.OpenedAt, "offset", r.Offset)
+		return false
+	}
+	le := loadedEntry{WatchEntry: e, written: r.Timestamp, first: recordAt{r.Partition, r.Offset}}
+	if have, ok := w.entries[string(r.Key)]; ok && have.AlertID == e.AlertID {
+		le.first = have.first
+	}
 	if w.expired(le) {
 		// An old entry: the latest record wins all the same.
 		_, had := w.entries[string(r.Key)]
@@ -431,11 +477,62 @@ func (w *watchLoader) apply(r *kgo.Record) bool {
 	return true
 }
 
+// applyEnd applies an end record: the entry it names, and any entry
+// opened before it, is ended. A record that is not one is logged, counted
+// and skipped, as a bad entry is; a tombstone of an end record forgets it.
+func (w *watchLoader) applyEnd(r *kgo.Record) bool {
+	key, _ := producer.EndedWatchKey(r.Key)
+	if r.Value == nil {
+		delete(w.ended, key)
+		return false
+	}
+	e, err := producer.DecodeWatchEnd(r.Key, r.Value)
+	if err != nil {
+		w.cfg.Metrics.WatchlistSkipped.Inc()
+		w.cfg.Logger.Warn("watchlist loader: skipping a record that is not a valid end record",
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+		return false
+	}
+	noteEnd(w.ended, key, e.OpenedAt)
+	if le, ok := w.entries[key]; ok && endedCovers(w.ended, key, le.OpenedAt) {
+		delete(w.entries, key)
+		w.cfg.Logger.Info("watch ended by an operator", "key", key, "alert_id", le.AlertID, "offset", r.Offset)
+		return true
+	}
+	return false
+}
+
+// noteEnd records in ended that the watch of key opened at openedAt was
+// ended by an operator; the latest such watch is what counts.
+func noteEnd(ended map[string]time.Time, key string, openedAt time.Time) {
+	if at, ok := ended[key]; !ok || openedAt.After(at) {
+		ended[key] = openedAt
+	}
+}
+
+// endedCovers reports whether an entry of key opened at openedAt belongs
+// to a watch an operator ended: it was opened at or before the latest
+// ended one.
+func endedCovers(ended map[string]time.Time, key string, openedAt time.Time) bool {
+	at, ok := ended[key]
+	return ok && !openedAt.After(at)
+}
+
 // loadedEntry is a watch entry and when it was written (its record's
 // timestamp).
 type loadedEntry struct {
 	producer.WatchEntry
 	written time.Time
+	// first is the record that opened the watch: the first of its
+	// entry's records with this alert id (the same quarantine read again
+	// writes another, which the case worker skips).
+	first recordAt
+}
+
+// recordAt is where a record is on the watchlist topic.
+type recordAt struct {
+	partition int32
+	offset    int64
 }
 
 // expired reports whether an entry's watch is over: its event-time window

@@ -27,9 +27,11 @@ import (
 // names are case-insensitive, so one user has one key however a call
 // spelt it, and a second quarantine of the user replaces the first entry
 // (latest wins; compaction keeps it). A record with a nil value, a
-// tombstone, ends the watch: the operator's `watchlist end` writes one.
-// Keys outside "entry/" are reserved for other state in the same topic;
-// readers of entries skip them.
+// tombstone, removes the entry; the operator's `watchlist end` writes one
+// with an end record (WatchEndRecord), which keeps the same quarantine from
+// opening the watch again. Keys outside "entry/" are reserved for other
+// state in the same topic (end records, the no-gap markers); readers of
+// entries skip them.
 
 // WatchEntrySchema is the version of the entry's JSON, its "schema" field.
 // A reader refuses a schema it does not know rather than guess at it.
@@ -323,10 +325,55 @@ func WatchRecord(e WatchEntry, topic string, detected time.Time) (*kgo.Record, e
 	}, nil
 }
 
-// WatchTombstone returns the record that ends the watch of userName in
-// account: the entry's key with a nil value.
+// WatchTombstone returns the record that removes the entry of userName in
+// account: the entry's key with a nil value. The operator's `watchlist
+// end` writes it with the watch's end record (WatchEndRecord).
 func WatchTombstone(account, userName, topic string) *kgo.Record {
 	return &kgo.Record{Topic: topic, Key: []byte(WatchKey(account, userName))}
+}
+
+// End records: an operator ended a watch. The key is WatchEndKey,
+// "end/<account>/<lowercase user name>", a key of its own so that
+// compaction keeps it beside whatever the entry's key holds later; the
+// value is the ended entry, as EncodeWatchEntry writes it. A quarantine
+// whose event is at or before the ended entry's (the same event delivered
+// again, a backfill) does not open the watch again; a later one does. An
+// end record is placed on the partition of its entry's key, so that a
+// reader of that partition meets it before any entry written after it.
+
+// WatchEndKeyPrefix starts the key of every end record.
+const WatchEndKeyPrefix = "end/"
+
+// WatchEndKey returns the key of the end record of userName in account.
+func WatchEndKey(account, userName string) string {
+	return WatchEndKeyPrefix + account + "/" + strings.ToLower(userName)
+}
+
+// WatchEndRecord returns the record that ends the watch of entry e, to be
+// produced to topic (the watchlist topic) at the time ended.
+func WatchEndRecord(e WatchEntry, topic string, ended time.Time) (*kgo.Record, error) {
+	r, err := WatchRecord(e, topic, ended)
+	if err != nil {
+		return nil, err
+	}
+	r.Key = []byte(WatchEndKey(e.Account, e.UserName))
+	return r, nil
+}
+
+// DecodeWatchEnd decodes an end record: the entry whose watch was ended.
+// Every error wraps ErrBadWatchEntry.
+func DecodeWatchEnd(key, value []byte) (WatchEntry, error) {
+	rest, ok := bytes.CutPrefix(key, []byte(WatchEndKeyPrefix))
+	if !ok {
+		return WatchEntry{}, fmt.Errorf("%w: key %q does not start with %q", ErrBadWatchEntry, key, WatchEndKeyPrefix)
+	}
+	return DecodeWatchEntry(append([]byte(WatchKeyPrefix), rest...), value)
+}
+
+// EndedWatchKey returns the entry key an end record's key names.
+func EndedWatchKey(key []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(key, []byte(WatchEndKeyPrefix))
+	return WatchKeyPrefix + string(rest), ok
 }
 
 // Markers (the no-gap protocol, docs/rules.md): where a watch entry began

@@ -241,3 +241,33 @@ func TestWatchMarkEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchEndRecord: an end record is the ended entry, as the golden
+// encoding writes it, under "end/<account>/<lowercase user>"; it decodes
+// back to the entry, and a key of another kind is refused.
+func TestWatchEndRecord(t *testing.T) {
+	e, err := DecodeWatchEntry([]byte(watchKeyGolden), []byte(watchEntryGolden))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Date(2023, 11, 22, 9, 0, 0, 0, time.UTC)
+	r, err := WatchEndRecord(e, "alerts.watchlist", ended)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Key) != "end/123456789012/test-user" || string(r.Value) != watchEntryGolden || !r.Timestamp.Equal(ended) || r.Topic != "alerts.watchlist" {
+		t.Errorf("end record: key %q, topic %q, timestamp %v, value %s", r.Key, r.Topic, r.Timestamp, r.Value)
+	}
+	if key, ok := EndedWatchKey(r.Key); !ok || key != watchKeyGolden {
+		t.Errorf("EndedWatchKey(%q) = %q, %v; want %q", r.Key, key, ok, watchKeyGolden)
+	}
+	back, err := DecodeWatchEnd(r.Key, r.Value)
+	if err != nil || back != e {
+		t.Errorf("DecodeWatchEnd: %+v, %v; want %+v", back, err, e)
+	}
+	for _, key := range []string{watchKeyGolden, "end/123456789012/other-user", "end/123456789012/Test-User"} {
+		if _, err := DecodeWatchEnd([]byte(key), []byte(watchEntryGolden)); !errors.Is(err, ErrBadWatchEntry) {
+			t.Errorf("DecodeWatchEnd(%q) = %v, want ErrBadWatchEntry", key, err)
+		}
+	}
+}

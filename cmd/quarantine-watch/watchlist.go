@@ -20,9 +20,10 @@ const watchlistUsage = `Usage:
   quarantine-watch watchlist end [flags] ACCOUNT USER   end a user's watch
 
 The watchlist is <alerts-topic>.watchlist, read as the service reads it
-(read_committed, the latest entry per user). "end" writes the user's
-tombstone in a transaction: every instance stops watching the user as soon
-as it reads it. Flags (and their QW_* variables) are run's: --brokers,
+(read_committed, the latest entry per user). "end" writes the user's end
+record and tombstone in a transaction: every instance stops watching the
+user as soon as it reads them, and the same quarantine read again does not
+open the watch anew (a later one does). Flags (and their QW_* variables) are run's: --brokers,
 --alerts-topic, --group, --tls..., --sasl-....
 `
 

@@ -11,8 +11,8 @@ import (
 )
 
 // TestWatchlistSubcommand: list shows the committed entries, the latest
-// per user, not an aborted one; end writes a tombstone that a
-// read_committed reader (list) sees, and refuses a user not watched.
+// per user, not an aborted one; end writes an end record and a tombstone
+// that a read_committed reader (list) sees, and refuses a user not watched.
 func TestWatchlistSubcommand(t *testing.T) {
 	const topic = "quarantine-alerts.watchlist"
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, topic))

@@ -169,7 +169,8 @@ func New() *Metrics {
 		Help: "Kafka sessions rebuilt in process (same transactional id) after a transaction could not end, by reason."}, []string{"reason"})
 	m.KafkaContext = newKafkaHooks(kprom.NewMetrics(namespace, kprom.Registry(reg), kprom.Subsystem("kafka_context")))
 	m.Lookbacks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "lookbacks_total",
-		Help: "Watchlist records the case worker handled, by outcome (written, failed, bad_entry, ended, other_key, too_large)."}, []string{"outcome"})
+		Help: "Watchlist records the case worker handled, by outcome (written, failed, bad_entry, ended, other_key, too_large, " +
+			"duplicate: the same quarantine's entry again)."}, []string{"outcome"})
 	m.LookbackRecords = f("lookback_records_read_total", "Source records read by look-backs, every pass counted.")
 	m.LookbackDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "lookback_duration_seconds",
 		Help: "From reading a watch entry to the commit of its context document.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
@@ -183,18 +184,19 @@ func New() *Metrics {
 		Help: "How long the case worker waited for a watch entry's markers.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)})
 	m.GapFindings = f("gap_findings_total", "Post-quarantine findings the case worker committed for events read before the loop had the watch entry.")
 	reg.MustRegister(m.WatchMarks, m.MarkersWaiting, m.MarkerWait, m.GapFindings)
-	for _, outcome := range []string{"written", "failed", "bad_entry", "ended", "other_key", "too_large"} {
+	for _, outcome := range []string{"written", "failed", "bad_entry", "ended", "other_key", "too_large", "duplicate"} {
 		m.Lookbacks.WithLabelValues(outcome)
 	}
 	m.WatchEntries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "watch_entries_total",
-		Help: "Findings that open a watch, by outcome: written (the entry committed with the alert) or refused (no entry could be made; logged)."}, []string{"outcome"})
+		Help: "Findings that open a watch, by outcome: written (the entry committed with the alert), refused (no entry could be made; logged), " +
+			"already_open (the same quarantine read again while its watch is open) or ended (a quarantine at or before one whose watch an operator ended)."}, []string{"outcome"})
 	m.WatchlistEntries = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "watchlist_entries",
 		Help: "Watch entries loaded by this instance and not expired."})
 	m.WatchlistSkipped = f("watchlist_skipped_total", "Watchlist records the loader skipped as not valid entries (each is logged).")
 	m.WatchlistCaughtUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "watchlist_caught_up",
 		Help: "1 once the watchlist loader has read the topic up to its end as of start-up."})
 	reg.MustRegister(m.WatchEntries, m.WatchlistEntries, m.WatchlistSkipped, m.WatchlistCaughtUp)
-	for _, outcome := range []string{"written", "refused"} {
+	for _, outcome := range []string{"written", "refused", "already_open", "ended"} {
 		m.WatchEntries.WithLabelValues(outcome)
 	}
 	reg.MustRegister(m.FetchErrors, m.RecordsSkipped, m.LastCommit, m.TransactionsAborted, m.SessionRecreations, ready)
