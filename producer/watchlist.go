@@ -363,11 +363,11 @@ func WatchEndRecord(e WatchEntry, topic string, ended time.Time) (*kgo.Record, e
 // DecodeWatchEnd decodes an end record: the entry whose watch was ended.
 // Every error wraps ErrBadWatchEntry.
 func DecodeWatchEnd(key, value []byte) (WatchEntry, error) {
-	rest, ok := bytes.CutPrefix(key, []byte(WatchEndKeyPrefix))
+	entryKey, ok := EndedWatchKey(key)
 	if !ok {
 		return WatchEntry{}, fmt.Errorf("%w: key %q does not start with %q", ErrBadWatchEntry, key, WatchEndKeyPrefix)
 	}
-	return DecodeWatchEntry(append([]byte(WatchKeyPrefix), rest...), value)
+	return DecodeWatchEntry([]byte(entryKey), value)
 }
 
 // EndedWatchKey returns the entry key an end record's key names.
