@@ -72,6 +72,9 @@ type watchSnapshot struct {
 	ended map[string]time.Time
 	// first is, by alert id, the record that opened the watch.
 	first map[string]recordAt
+	// gap is, by alert id, the window of calls the watch's case worker
+	// reports below its markers (loadedEntry.gapWindow).
+	gap map[string]matcher.WatchEntry
 }
 
 // markerRecheck is how often an idle member with entries loaded looks
@@ -117,6 +120,9 @@ func (w *watchLoader) dropOrphanMarks() {
 	alerts := map[string]bool{}
 	for _, e := range w.entries {
 		alerts[e.AlertID] = true
+		for _, l := range e.earlier {
+			alerts[l.AlertID] = true
+		}
 	}
 	maps.DeleteFunc(w.marks, func(k markKey, _ int64) bool { return !alerts[k.alertID] })
 }
@@ -125,10 +131,14 @@ func (w *watchLoader) dropOrphanMarks() {
 // waits on it.
 func (w *watchLoader) publishSnapshot() {
 	s := &watchSnapshot{list: w.matcher.Watchlist(), entries: make(map[string]producer.WatchEntry, len(w.entries)),
-		marks: map[markKey]int64{}, position: maps.Clone(w.position), ended: maps.Clone(w.ended), first: make(map[string]recordAt, len(w.entries))}
+		marks: map[markKey]int64{}, position: maps.Clone(w.position), ended: maps.Clone(w.ended), first: make(map[string]recordAt, len(w.entries)),
+		gap: make(map[string]matcher.WatchEntry, len(w.entries))}
 	for _, e := range w.entries {
-		s.entries[e.AlertID] = e.WatchEntry
-		s.first[e.AlertID] = e.first
+		for j, l := range append(slices.Clone(e.earlier), e) {
+			s.entries[l.AlertID] = l.WatchEntry
+			s.first[l.AlertID] = l.first
+			s.gap[l.AlertID] = e.gapWindow(j)
+		}
 	}
 	for k, o := range w.marks {
 		if _, ok := s.entries[k.alertID]; ok {
@@ -390,9 +400,10 @@ func (l *loop) pollContext(ctx context.Context, list *matcher.Watchlist, tick, m
 }
 
 // gapMarks waits until a marker of entry is known on every partition of
-// every source topic and returns them. ok is false when the entry is no
-// longer loaded (ended, replaced, expired): no loop writes its markers.
-func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, at *kgo.Record, parts []partRange) (map[markKey]int64, bool, error) {
+// every source topic and returns them, with the entry's gap window. ok is
+// false when the entry is no longer loaded (ended, replaced, expired): no
+// loop writes its markers.
+func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, at *kgo.Record, parts []partRange) (map[markKey]int64, matcher.WatchEntry, bool, error) {
 	began := time.Now()
 	lastLog := began
 	waiting := false
@@ -408,7 +419,7 @@ func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, a
 		// an entry not loaded is ended only once the loader is past it.
 		if s != nil && s.position[at.Partition] > at.Offset {
 			if _, ok := s.entries[entry.AlertID]; !ok {
-				return nil, false, nil
+				return nil, matcher.WatchEntry{}, false, nil
 			}
 			marks := map[markKey]int64{}
 			var missing []string
@@ -422,7 +433,7 @@ func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, a
 				marks[k] = o
 			}
 			if len(missing) == 0 {
-				return marks, true, nil
+				return marks, s.gap[entry.AlertID], true, nil
 			}
 			if !waiting {
 				waiting = true
@@ -438,7 +449,7 @@ func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, a
 		case <-tick:
 		case <-time.After(time.Second):
 		case <-ctx.Done():
-			return nil, false, ctx.Err()
+			return nil, matcher.WatchEntry{}, false, ctx.Err()
 		}
 	}
 }
@@ -447,8 +458,12 @@ func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, a
 // in the records the loop matched without it: on each partition, from the
 // first record written at or after the window's start (less lookbackSlack)
 // up to the marker. The matcher decides, with the service's rules and a
-// watchlist of this one entry, as the loop would have.
-func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *producer.WatchEntry, marks map[markKey]int64) ([]*kgo.Record, error) {
+// watchlist of the entry's gap window alone (gapWindow: the part of its
+// window no earlier watch of the user had), as the loop would have.
+func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *producer.WatchEntry, window matcher.WatchEntry, marks map[markKey]int64) ([]*kgo.Record, error) {
+	if !window.Until.After(window.OpenedAt) {
+		return nil, nil // earlier watches of the user had all of its window
+	}
 	var parts []partRange
 	for k, m := range marks {
 		if m > 0 {
@@ -461,7 +476,7 @@ func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *p
 	slices.SortFunc(parts, func(a, b partRange) int {
 		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
 	})
-	from, err := adm.ListOffsetsAfterMilli(ctx, entry.OpenedAt.Add(-lookbackSlack).UnixMilli(), w.cfg.SourceTopics...)
+	from, err := adm.ListOffsetsAfterMilli(ctx, window.OpenedAt.Add(-lookbackSlack).UnixMilli(), w.cfg.SourceTopics...)
 	if err == nil {
 		err = from.Error()
 	}
@@ -472,7 +487,7 @@ func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *p
 	if err != nil {
 		return nil, err
 	}
-	list, err := matcher.NewWatchlist([]matcher.WatchEntry{watchEntry(*entry)})
+	list, err := matcher.NewWatchlist([]matcher.WatchEntry{window})
 	if err != nil {
 		return nil, fmt.Errorf("consumer: %w: %w", producer.ErrBadWatchEntry, err)
 	}
@@ -568,7 +583,7 @@ func (w *caseWorker) gapAlerts(ctx context.Context, entry *producer.WatchEntry, 
 	}
 	var parts []partRange
 	ends.Each(func(o kadm.ListedOffset) { parts = append(parts, partRange{topic: o.Topic, partition: o.Partition}) })
-	marks, ok, err := w.gapMarks(ctx, entry, at, parts)
+	marks, window, ok, err := w.gapMarks(ctx, entry, at, parts)
 	if err != nil {
 		return nil, err
 	}
@@ -577,5 +592,5 @@ func (w *caseWorker) gapAlerts(ctx context.Context, entry *producer.WatchEntry, 
 			"alert_id", entry.AlertID)
 		return nil, nil
 	}
-	return w.gapFindings(ctx, adm, entry, marks)
+	return w.gapFindings(ctx, adm, entry, window, marks)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -462,9 +463,21 @@ func (w *watchLoader) apply(r *kgo.Record) bool {
 			"opened_at", e.OpenedAt, "offset", r.Offset)
 		return false
 	}
-	le := loadedEntry{WatchEntry: e, written: r.Timestamp, first: recordAt{r.Partition, r.Offset}}
-	if have, ok := w.entries[string(r.Key)]; ok && have.AlertID == e.AlertID {
-		le.first = have.first
+	le := loadedEntry{WatchEntry: e, written: r.Timestamp, first: recordAt{r.Partition, r.Offset}, until: e.Until}
+	if have, ok := w.entries[string(r.Key)]; ok && !w.expired(have) {
+		switch {
+		case have.AlertID == e.AlertID:
+			le.first, le.earlier, le.until = have.first, have.earlier, have.until
+		case !e.OpenedAt.After(have.OpenedAt):
+			// An older quarantine read after a newer one of the user: the
+			// watch open already covers what follows it.
+			w.cfg.Logger.Info("watch entry not applied: the user's watch open already was opened later", "key", string(r.Key),
+				"alert_id", e.AlertID, "opened_at", e.OpenedAt, "open_alert_id", have.AlertID, "open_opened_at", have.OpenedAt, "offset", r.Offset)
+			return false
+		default:
+			le.earlier = followedBy(have)
+			le.until = maxTime(le.until, have.until)
+		}
 	}
 	if w.expired(le) {
 		// An old entry: the latest record wins all the same.
@@ -527,6 +540,85 @@ type loadedEntry struct {
 	// entry's records with this alert id (the same quarantine read again
 	// writes another, which the case worker skips).
 	first recordAt
+	// earlier are the user's watches this one followed, oldest first, and
+	// until is the latest end of the windows up to this one: see
+	// successive watches.
+	earlier []loadedEntry
+	until   time.Time
+}
+
+// Successive watches of one user. AWS quarantines a user again on a new
+// exposure, and the quarantine's findings open a watch each (an entry per
+// alert id, all under the user's key). The loader keeps the user's
+// earlier watches behind the latest one as long as they are loaded, in
+// the order their entries were read (the key's partition orders them
+// alike for every loader), and hands the matcher one window per watch:
+// watch l of (O_l, min(U'_l, O_l+1)], the latest (O_k, U'_k], where U' is
+// the latest end so far (a later quarantine never shortens the watch).
+// Each watch writes its markers and has its case worker, whose gap window
+// is the part of its own that no earlier one had, (max(O_j, U'_j-1),
+// U'_j] (gapWindow). The loop, with watches 1..i loaded at an offset,
+// reports (O_1, U'_i]; the case worker of watch j reports its gap window
+// below its markers, where at most watches 1..j-1 were loaded, which
+// reported up to U'_j-1 only. So every call of the user after the first
+// quarantine is one finding, of the latest watch the loop had loaded when
+// it matched it, or in the gap, of the first watch whose window held it
+// (docs/rules.md).
+
+// maxEarlierWatches bounds the earlier watches kept behind a user's
+// latest: a user quarantined over and over keeps a bounded watchlist.
+const maxEarlierWatches = 32
+
+// followedBy is the earlier watches of the watch that follows have.
+func followedBy(have loadedEntry) []loadedEntry {
+	earlier := append(slices.Clone(have.earlier), have)
+	earlier[len(earlier)-1].earlier = nil
+	return earlier[max(0, len(earlier)-maxEarlierWatches):]
+}
+
+// windows returns the matcher's entries of e's watches, the earlier ones
+// first.
+func (e loadedEntry) windows() []matcher.WatchEntry {
+	out := make([]matcher.WatchEntry, 0, len(e.earlier)+1)
+	for i, l := range e.earlier {
+		next := e.OpenedAt
+		if i+1 < len(e.earlier) {
+			next = e.earlier[i+1].OpenedAt
+		}
+		w := watchEntry(l.WatchEntry)
+		w.Until = minTime(l.until, next)
+		out = append(out, w)
+	}
+	w := watchEntry(e.WatchEntry)
+	w.Until = e.until
+	return append(out, w)
+}
+
+// gapWindow is the window of watch j of e (len(e.earlier) for e itself)
+// whose calls its case worker reports below its markers: see successive
+// watches.
+func (e loadedEntry) gapWindow(j int) matcher.WatchEntry {
+	all := append(slices.Clone(e.earlier), e)
+	w := watchEntry(all[j].WatchEntry)
+	w.Until = all[j].until
+	if j > 0 {
+		w.OpenedAt = maxTime(w.OpenedAt, all[j-1].until)
+	}
+	return w
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // recordAt is where a record is on the watchlist topic.
@@ -541,20 +633,37 @@ type recordAt struct {
 // topic's retention from the start, a replay) for the events of its window
 // read after it, which the detection clock alone would drop at once.
 func (w *watchLoader) expired(e loadedEntry) bool {
-	end := e.Until
-	if lasts := e.written.Add(e.Until.Sub(e.OpenedAt)); lasts.After(end) {
+	return w.expiredWindow(e.OpenedAt, maxTime(e.Until, e.until), e.written)
+}
+
+// expiredWindow is expired for a window (opened, until] of an entry
+// written at written.
+func (w *watchLoader) expiredWindow(opened, until, written time.Time) bool {
+	end := until
+	if lasts := written.Add(until.Sub(opened)); lasts.After(end) {
 		end = lasts
 	}
 	return end.Add(watchExpiryGrace).Before(w.cfg.Now())
 }
 
-// expire drops the entries whose window has ended, and reports whether
-// any was.
+// expire drops the entries whose window has ended, and the earlier
+// watches whose window has, and reports whether any was.
 func (w *watchLoader) expire() bool {
 	dropped := false
 	for k, e := range w.entries {
 		if w.expired(e) {
 			delete(w.entries, k)
+			dropped = true
+			continue
+		}
+		windows := e.windows()
+		n := 0
+		for n < len(e.earlier) && w.expiredWindow(windows[n].OpenedAt, windows[n].Until, e.earlier[n].written) {
+			n++
+		}
+		if n > 0 {
+			e.earlier = e.earlier[n:]
+			w.entries[k] = e
 			dropped = true
 		}
 	}
@@ -573,12 +682,13 @@ func (w *watchLoader) publish() {
 func (w *watchLoader) publishList() {
 	list := make([]matcher.WatchEntry, 0, len(w.entries))
 	for _, e := range w.entries {
-		list = append(list, watchEntry(e.WatchEntry))
+		list = append(list, e.windows()...)
 	}
 	wl, err := matcher.NewWatchlist(list)
 	if err != nil {
-		// Each entry passed NewWatchlist alone, and keys are unique per
-		// (account, lowercase user): this is a bug, not input.
+		// Each entry passed NewWatchlist alone, keys are unique per
+		// (account, lowercase user), and a user's windows follow one
+		// another: this is a bug, not input.
 		w.cfg.Logger.Error("watchlist loader: the matcher refused the watchlist; keeping the previous one", "entries", len(list), "err", err)
 		return
 	}

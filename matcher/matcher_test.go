@@ -217,7 +217,7 @@ func findingsOf(res Result) []refFinding {
 	for _, f := range res.Findings {
 		watch := ""
 		if f.Watch != nil {
-			watch = f.Watch.Account + "/" + strings.ToLower(f.Watch.UserName)
+			watch = f.Watch.Account + "/" + strings.ToLower(f.Watch.UserName) + "/" + f.Watch.AlertID
 		}
 		out = append(out, refFinding{f.Rule.ID, f.Event.EventID, f.Index, watch})
 	}

@@ -23,7 +23,7 @@ type refFinding struct {
 	EventID string
 	Index   int
 	// Watch names the watch entry of a post-quarantine finding
-	// ("account/lowercase user"), "" for the other rules.
+	// ("account/lowercase user/alert id"), "" for the other rules.
 	Watch string
 }
 
@@ -704,14 +704,17 @@ func refECSRule(ruleID string, doc *refObj) bool {
 
 // refWatchEntries is the watchlist m holds, as configuration: the entries,
 // in the order the findings of one event come in (by account, then
-// lowercase user name), sorted here.
+// lowercase user name, then opening time), sorted here.
 func refWatchEntries(m *Matcher) []WatchEntry {
 	entries := m.Watchlist().Entries()
 	slices.SortFunc(entries, func(a, b WatchEntry) int {
 		if a.Account != b.Account {
 			return strings.Compare(a.Account, b.Account)
 		}
-		return strings.Compare(refASCIILower(a.UserName), refASCIILower(b.UserName))
+		if c := strings.Compare(refASCIILower(a.UserName), refASCIILower(b.UserName)); c != 0 {
+			return c
+		}
+		return a.OpenedAt.Compare(b.OpenedAt)
 	})
 	return entries
 }
@@ -780,7 +783,7 @@ func refWatchFindings(rec *refObj, entries []WatchEntry, index int) []refFinding
 		default:
 			continue
 		}
-		out = append(out, refFinding{rule.ID, refStr(rec.get("eventID")), index, e.Account + "/" + refASCIILower(e.UserName)})
+		out = append(out, refFinding{rule.ID, refStr(rec.get("eventID")), index, e.Account + "/" + refASCIILower(e.UserName) + "/" + e.AlertID})
 	}
 	return out
 }

@@ -135,7 +135,7 @@ type WatchEntry struct {
 type Watchlist struct {
 	entries []WatchEntry // by Account, then lowercase UserName
 	// names maps a lowercase user name to the indexes of its entries (one
-	// per account), ascending.
+	// per account and window), ascending.
 	names map[string][]int
 	// lens has bit n-1 set when a name has n bytes; first and last hold
 	// the names' first and last bytes, lowercase: a value that fails them
@@ -158,14 +158,16 @@ const maxUserName = 64
 
 // ErrBadWatchEntry is returned (wrapped) by NewWatchlist for an entry that
 // cannot be watched: a name or account IAM would not accept, a window that
-// is empty, or a second entry for the same user.
+// is empty, or a window of a user that overlaps another of the same user.
 var ErrBadWatchEntry = errors.New("matcher: bad watch entry")
 
 // NewWatchlist checks the entries and returns them as a Watchlist. A user
 // name must be 1 to 64 characters of IAM's user name alphabet (letters,
 // digits and "+=,.@_-"), an account twelve digits, and Until after OpenedAt,
-// which must be set; (Account, UserName) must be unique regardless of case.
-// The entries are copied.
+// which must be set. A user (Account, UserName regardless of case) may
+// have several entries, one per quarantine, whose windows must not
+// overlap: an event is in one entry's window at most, so it is one finding
+// of one watch. The entries are copied.
 func NewWatchlist(entries []WatchEntry) (*Watchlist, error) {
 	w := &Watchlist{entries: slices.Clone(entries), names: make(map[string][]int, len(entries))}
 	for _, e := range w.entries {
@@ -174,12 +176,14 @@ func NewWatchlist(entries []WatchEntry) (*Watchlist, error) {
 		}
 	}
 	slices.SortFunc(w.entries, func(a, b WatchEntry) int {
-		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(strings.ToLower(a.UserName), strings.ToLower(b.UserName)))
+		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(strings.ToLower(a.UserName), strings.ToLower(b.UserName)),
+			a.OpenedAt.Compare(b.OpenedAt))
 	})
 	for i, e := range w.entries {
 		low := strings.ToLower(e.UserName)
-		if i > 0 && e.Account == w.entries[i-1].Account && strings.EqualFold(e.UserName, w.entries[i-1].UserName) {
-			return nil, fmt.Errorf("%w: user %q of account %s is watched twice", ErrBadWatchEntry, e.UserName, e.Account)
+		if prev := w.entries[max(i-1, 0)]; i > 0 && e.Account == prev.Account && strings.EqualFold(e.UserName, prev.UserName) && e.OpenedAt.Before(prev.Until) {
+			return nil, fmt.Errorf("%w: user %q of account %s: the windows (%s, %s] and (%s, %s] overlap", ErrBadWatchEntry, e.UserName, e.Account,
+				prev.OpenedAt.Format(time.RFC3339), prev.Until.Format(time.RFC3339), e.OpenedAt.Format(time.RFC3339), e.Until.Format(time.RFC3339))
 		}
 		w.names[low] = append(w.names[low], i)
 		w.lens |= 1 << (len(low) - 1)

@@ -55,6 +55,10 @@ func TestNewWatchlist(t *testing.T) {
 		{"empty window", []WatchEntry{{Account: "123456789012", UserName: "alice", OpenedAt: watchOpened, Until: watchOpened}}, true},
 		{"no opening time", []WatchEntry{{Account: "123456789012", UserName: "alice", Until: watchOpened}}, true},
 		{"the same user twice, another case", []WatchEntry{ok, watchFor("123456789012", "ALICE")}, true},
+		{"the same user, windows overlapping by a second", []WatchEntry{ok, {Account: "123456789012", UserName: "Alice",
+			OpenedAt: ok.Until.Add(-time.Second), Until: ok.Until.Add(time.Hour)}}, true},
+		{"the same user, one window after the other", []WatchEntry{{Account: "123456789012", UserName: "Alice",
+			OpenedAt: ok.Until, Until: ok.Until.Add(time.Hour)}, ok}, false},
 		{"the same name in two accounts", []WatchEntry{ok, watchFor("210987654321", "alice")}, false},
 	} {
 		w, err := NewWatchlist(c.entries)
@@ -237,6 +241,42 @@ func TestWatchPlantedCase(t *testing.T) {
 	}
 	if elastic != 1 {
 		t.Errorf("%d findings of the Elastic rule, want the quarantine's one", elastic)
+	}
+}
+
+// TestWatchSuccessiveWindows: alice quarantined twice, her watches one
+// window after the other (the consumer cuts the first at the second's
+// opening). Each call is a finding of the watch whose window holds it,
+// never of both.
+func TestWatchSuccessiveWindows(t *testing.T) {
+	const acct = "123456789012"
+	second := watchOpened.Add(10 * time.Hour)
+	first := WatchEntry{Account: acct, UserName: "alice", OpenedAt: watchOpened, Until: second, AlertID: "alert-1"}
+	later := WatchEntry{Account: acct, UserName: "Alice", OpenedAt: second, Until: second.Add(72 * time.Hour), AlertID: "alert-2"}
+	m := mustNew(t, Config{})
+	m.SetWatchlist(mustWatchlist(t, later, watchFor("210987654321", "alice"), first))
+	for _, c := range []struct {
+		at, alert string
+	}{
+		{"2024-11-02T12:00:00Z", ""}, // the first quarantine itself
+		{"2024-11-02T12:00:01Z", "alert-1"},
+		{"2024-11-02T22:00:00Z", "alert-1"}, // the second quarantine's time: the first window's end
+		{"2024-11-02T22:00:01Z", "alert-2"},
+		{"2024-11-05T22:00:00Z", "alert-2"},
+		{"2024-11-05T22:00:01Z", ""},
+	} {
+		v := watchRecord("e", c.at, "s3.amazonaws.com", "ListBuckets", iamUser(acct, "alice"), "", acct, "")
+		res := m.NewScanner().Match(v, nil)
+		var got []string
+		for _, f := range res.Findings {
+			got = append(got, f.Watch.AlertID)
+		}
+		if want := []string{c.alert}; c.alert == "" && len(got) != 0 || c.alert != "" && !slices.Equal(got, want) {
+			t.Errorf("a call at %s: findings of %q, want %q", c.at, got, c.alert)
+		}
+		if ref, _ := reference(v, m); !slices.Equal(ref, findingsOf(res)) {
+			t.Errorf("a call at %s: reference %v, fast path %v", c.at, ref, findingsOf(res))
+		}
 	}
 }
 

@@ -22,7 +22,8 @@ const watchlistUsage = `Usage:
 The watchlist is <alerts-topic>.watchlist, read as the service reads it
 (read_committed, the latest entry per user). "end" writes the user's end
 record and tombstone in a transaction: every instance stops watching the
-user as soon as it reads them, and the same quarantine read again does not
+user (the watches of the user's earlier quarantines too) as soon as it
+reads them, and the same quarantine read again does not
 open the watch anew (a later one does). Flags (and their QW_* variables) are run's: --brokers,
 --alerts-topic, --group, --tls..., --sasl-....
 `

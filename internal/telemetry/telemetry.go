@@ -191,7 +191,7 @@ func New() *Metrics {
 		Help: "Findings that open a watch, by outcome: written (the entry committed with the alert), refused (no entry could be made; logged), " +
 			"already_open (the same quarantine read again while its watch is open) or ended (a quarantine at or before one whose watch an operator ended)."}, []string{"outcome"})
 	m.WatchlistEntries = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "watchlist_entries",
-		Help: "Watch entries loaded by this instance and not expired."})
+		Help: "Watches (one per quarantine, a user's earlier ones included) loaded by this instance and not expired."})
 	m.WatchlistSkipped = f("watchlist_skipped_total", "Watchlist records the loader skipped as not valid entries (each is logged).")
 	m.WatchlistCaughtUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "watchlist_caught_up",
 		Help: "1 once the watchlist loader has read the topic up to its end as of start-up."})

@@ -1,0 +1,214 @@
+package consumer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/quarantine-watch/quarantine-watch/matcher"
+)
+
+// quarantineAt returns the sample quarantine of test-user as another event:
+// the id ends in suffix, the event time is eventTime. AWS attaches the
+// policy again on a second exposure of the user's keys, or an operator
+// attaches another version of it.
+func quarantineAt(t *testing.T, suffix, eventTime string) []byte {
+	t.Helper()
+	q := readSample(t, "02_attach_user_policy_quarantine_v2_panther.json") // 2023-11-21T23:23:52Z
+	q = bytes.ReplaceAll(q, []byte("2023-11-21T23:23:52Z"), []byte(eventTime))
+	return bytes.ReplaceAll(q, []byte("e7bb4b23-66e1-4656-b607-f575fde3b790"), []byte("e7bb4b23-66e1-4656-b607-f575fde3b7"+suffix))
+}
+
+// TestSecondQuarantineInTheSameBatch: test-user is quarantined twice and
+// both quarantines arrive in one batch with the user's calls on both
+// partitions, so the loader has the second entry before any marker of the
+// first is written. Every call after the first quarantine is one
+// post-quarantine finding: those between the two as well as those after
+// the second. Run on the service's defaults, one member.
+func TestSecondQuarantineInTheSameBatch(t *testing.T) {
+	brokers, adm, cl := oneBrokerWatchCluster(t, 2)
+	ctx := context.Background()
+	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
+	if err := cl.ProduceSync(ctx,
+		at(0, quarantineAt(t, "a1", "2023-11-21T23:23:52Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"j0", "2023-11-21T23:30:00Z")),
+		at(0, userEvent("test-user", nogapIDPrefix+"j1", "2023-11-21T23:31:00Z")),
+		at(0, quarantineAt(t, "a2", "2023-11-21T23:40:00Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"j2", "2023-11-21T23:50:00Z")),
+		at(0, userEvent("test-user", nogapIDPrefix+"j3", "2023-11-21T23:51:00Z")),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	waitFor(t, "a context document per quarantine", func() bool {
+		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 2
+	})
+	if err := cl.ProduceSync(ctx,
+		at(0, userEvent("test-user", nogapIDPrefix+"j4", "2023-11-22T01:00:00Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"j5", "2023-11-22T01:00:00Z")),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{}
+	for _, id := range []string{"j0", "j1", "j2", "j3", "j4", "j5"} {
+		want[nogapIDPrefix+id] = 1
+	}
+	checkPostFindings(t, brokers, want)
+	if docs := readTopic(t, brokers, contextTopic, true); len(docs) != 2 {
+		t.Errorf("read_committed: %d context documents, want 2", len(docs))
+	}
+}
+
+// TestSecondQuarantineAfterTheFirstsMarkers: test-user's first watch is
+// loaded and marked everywhere; then the second quarantine arrives in one
+// batch with the user's calls after it, which the loop matches with the
+// first watch (the second is loaded after the batch). The second watch's
+// case worker must not report them again below its markers. Every call is
+// one post-quarantine finding.
+func TestSecondQuarantineAfterTheFirstsMarkers(t *testing.T) {
+	brokers, adm, cl := oneBrokerWatchCluster(t, 2)
+	ctx := context.Background()
+	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	if err := cl.ProduceSync(ctx,
+		at(0, quarantineAt(t, "b1", "2023-11-21T23:23:52Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"k0", "2023-11-21T23:30:00Z")),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first context document", func() bool {
+		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 1
+	})
+	if err := cl.ProduceSync(ctx,
+		at(0, quarantineAt(t, "b2", "2023-11-22T00:00:00Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"k1", "2023-11-22T00:10:00Z")),
+		at(0, userEvent("test-user", nogapIDPrefix+"k2", "2023-11-22T00:11:00Z")),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second context document", func() bool {
+		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 2
+	})
+	if err := cl.ProduceSync(ctx,
+		at(0, userEvent("test-user", nogapIDPrefix+"k3", "2023-11-22T01:00:00Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"k4", "2023-11-22T01:00:00Z")),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{}
+	for _, id := range []string{"k0", "k1", "k2", "k3", "k4"} {
+		want[nogapIDPrefix+id] = 1
+	}
+	checkPostFindings(t, brokers, want)
+	if docs := readTopic(t, brokers, contextTopic, true); len(docs) != 2 {
+		t.Errorf("read_committed: %d context documents, want 2", len(docs))
+	}
+}
+
+// TestSuccessiveWatchesOfAUser: the loader's windows for test-user
+// quarantined three times (the second watch set to 24 hours, the others to
+// 72), and the gap window of each watch's case worker, as
+// loadedEntry's comment defines them, written out by hand.
+func TestSuccessiveWatchesOfAUser(t *testing.T) {
+	cfg := watchConfig(t, nil, 1)
+	now := time.Date(2023, 11, 22, 1, 30, 0, 0, time.UTC)
+	cfg.Now = func() time.Time { return now }
+	m, err := matcher.New(cfg.Matcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatchLoader(&cfg, m)
+	offset := int64(0)
+	apply := func(alert, opened, until string) {
+		t.Helper()
+		r := entryRecord("test-user", opened, until)
+		i := bytes.Index(r.Value, []byte(`"alert_id":"`)) + len(`"alert_id":"`)
+		copy(r.Value[i:], alert) // the alert id's first two hex digits
+		r.Offset = offset
+		offset++
+		w.apply(r)
+		w.entriesDirty = true
+		w.publish()
+	}
+	type window struct{ alert, opened, until string }
+	check := func(what string, want []window) {
+		t.Helper()
+		var got []window
+		for _, e := range m.Watchlist().Entries() {
+			got = append(got, window{e.AlertID[:2], e.OpenedAt.Format(time.RFC3339), e.Until.Format(time.RFC3339)})
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: windows %v, want %v", what, got, want)
+		}
+	}
+	checkGap := func(what string, want []window) {
+		t.Helper()
+		s, _ := w.current()
+		for _, g := range want {
+			var e matcher.WatchEntry
+			for id, gw := range s.gap {
+				if strings.HasPrefix(id, g.alert) {
+					e = gw
+				}
+			}
+			if got := (window{g.alert, e.OpenedAt.Format(time.RFC3339), e.Until.Format(time.RFC3339)}); got != g {
+				t.Errorf("%s: gap window %v, want %v", what, got, g)
+			}
+		}
+	}
+	apply("e1", "2023-11-21T23:00:00Z", "2023-11-24T23:00:00Z")
+	apply("e2", "2023-11-22T01:00:00Z", "2023-11-23T01:00:00Z")
+	apply("e3", "2023-11-22T02:00:00Z", "2023-11-25T02:00:00Z")
+	three := []window{
+		{"e1", "2023-11-21T23:00:00Z", "2023-11-22T01:00:00Z"},
+		{"e2", "2023-11-22T01:00:00Z", "2023-11-22T02:00:00Z"},
+		{"e3", "2023-11-22T02:00:00Z", "2023-11-25T02:00:00Z"},
+	}
+	check("three quarantines", three)
+	checkGap("three quarantines", []window{
+		{"e1", "2023-11-21T23:00:00Z", "2023-11-24T23:00:00Z"},
+		{"e2", "2023-11-24T23:00:00Z", "2023-11-24T23:00:00Z"}, // the first watch had all of it
+		{"e3", "2023-11-24T23:00:00Z", "2023-11-25T02:00:00Z"},
+	})
+	if s, _ := w.current(); len(s.entries) != 3 {
+		t.Errorf("the snapshot has %d watches, want 3 (markers are written for each)", len(s.entries))
+	}
+
+	apply("e0", "2023-11-21T22:00:00Z", "2023-11-24T22:00:00Z")
+	check("an older quarantine read last", three)
+	apply("e2", "2023-11-22T01:00:00Z", "2023-11-23T01:00:00Z")
+	check("the second quarantine read again", three)
+
+	now = time.Date(2023, 11, 22, 2, 0, 1, 0, time.UTC) // the first window's end (01:00) and the hour of grace are past
+	if !w.expire() {
+		t.Error("expire: nothing dropped, want the first window")
+	}
+	w.entriesDirty = true
+	w.publish()
+	check("the first window expired", three[1:])
+
+	for i := range 40 {
+		opened := time.Date(2023, 11, 22, 4, i, 0, 0, time.UTC)
+		apply(fmt.Sprintf("%02x", 0x10+i), opened.Format(time.RFC3339), opened.Add(72*time.Hour).Format(time.RFC3339))
+	}
+	if n := m.Watchlist().Len(); n != maxEarlierWatches+1 {
+		t.Errorf("after 43 quarantines of the user: %d windows, want %d", n, maxEarlierWatches+1)
+	}
+}
