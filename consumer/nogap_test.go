@@ -134,23 +134,7 @@ func TestNoGapAcrossMembers(t *testing.T) {
 	m1, m2 := startMember(t, cfg1), startMember(t, cfg2)
 	waitReady(t, cfg1, m1)
 	waitReady(t, cfg2, m2)
-	// Both members in the group, each with its share of the partitions.
-	waitFor(t, "both members assigned", func() bool {
-		groups, err := adm.DescribeGroups(context.Background(), cfg1.Group)
-		if err != nil {
-			return false
-		}
-		g := groups[cfg1.Group]
-		if g.State != "Stable" || len(g.Members) != 2 {
-			return false
-		}
-		for _, m := range g.Members {
-			if a, ok := m.Assigned.AsConsumer(); !ok || len(a.Topics) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	waitTwoMembersAssigned(t, adm, cfg1.Group)
 
 	burst := append([]*kgo.Record{{Partition: 0, Value: readSample(t, "02_attach_user_policy_quarantine_v2_panther.json")}},
 		calls('a', "2023-11-21T23:33:52Z")...)
@@ -184,6 +168,28 @@ func TestNoGapAcrossMembers(t *testing.T) {
 	if marks != partitions {
 		t.Errorf("%d markers committed, want one per partition (%d)", marks, partitions)
 	}
+}
+
+// waitTwoMembersAssigned waits until group is stable with two members,
+// each with its share of the partitions.
+func waitTwoMembersAssigned(t *testing.T, adm *kadm.Client, group string) {
+	t.Helper()
+	waitFor(t, "both members assigned", func() bool {
+		groups, err := adm.DescribeGroups(context.Background(), group)
+		if err != nil {
+			return false
+		}
+		g := groups[group]
+		if g.State != "Stable" || len(g.Members) != 2 {
+			return false
+		}
+		for _, m := range g.Members {
+			if a, ok := m.Assigned.AsConsumer(); !ok || len(a.Topics) == 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // TestMarkersRideWithTraffic: a member whose partitions keep receiving

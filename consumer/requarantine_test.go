@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
 // quarantineAt returns the sample quarantine of test-user as another event:
@@ -210,5 +211,71 @@ func TestSuccessiveWatchesOfAUser(t *testing.T) {
 	}
 	if n := m.Watchlist().Len(); n != maxEarlierWatches+1 {
 		t.Errorf("after 43 quarantines of the user: %d windows, want %d", n, maxEarlierWatches+1)
+	}
+}
+
+// TestSecondQuarantineAcrossMembers: two members share six partitions;
+// test-user is quarantined twice, each time with calls on every partition
+// in the quarantine's burst (the member without the quarantine's partition
+// matches them before its loader has the entry). Then one member stops and
+// its partitions move. Every call after the first quarantine is one
+// finding to read_committed, and each watch has its markers on every
+// partition.
+func TestSecondQuarantineAcrossMembers(t *testing.T) {
+	const partitions = 6
+	brokers, adm, cl := oneBrokerWatchCluster(t, partitions)
+	want := map[string]int{}
+	produce := func(quarantine []byte, digit byte, eventTime string) {
+		t.Helper()
+		var recs []*kgo.Record
+		if quarantine != nil {
+			recs = append(recs, &kgo.Record{Partition: 1, Value: quarantine})
+		}
+		for p := range int32(partitions) {
+			id := nogapIDPrefix + string(rune(digit)) + string(rune('0'+p))
+			recs = append(recs, &kgo.Record{Partition: p, Value: userEvent("test-user", id, eventTime)})
+			want[id] = 1
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	documents := func(cfgs ...Config) float64 {
+		n := 0.0
+		for _, c := range cfgs {
+			n += gaugeValue(t, c.Metrics.Lookbacks.WithLabelValues("written"))
+		}
+		return n
+	}
+
+	cfg1, cfg2 := watchConfig(t, brokers, 1), watchConfig(t, brokers, 2)
+	m1, m2 := startMember(t, cfg1), startMember(t, cfg2)
+	waitReady(t, cfg1, m1)
+	waitReady(t, cfg2, m2)
+	waitTwoMembersAssigned(t, adm, cfg1.Group)
+
+	produce(quarantineAt(t, "c1", "2023-11-21T23:23:52Z"), 'a', "2023-11-21T23:33:52Z")
+	waitFor(t, "the first context document", func() bool { return documents(cfg1, cfg2) >= 1 })
+	produce(quarantineAt(t, "c2", "2023-11-22T00:00:00Z"), 'b', "2023-11-22T00:10:00Z")
+	waitFor(t, "the second context document", func() bool { return documents(cfg1, cfg2) >= 2 })
+	produce(nil, 'c', "2023-11-22T01:00:00Z")
+	waitCommitted(t, adm, cfg1.Group, 30*time.Second)
+	if err := m2.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	produce(nil, 'd', "2023-11-22T02:00:00Z")
+	waitCommitted(t, adm, cfg1.Group, 30*time.Second)
+	if err := m1.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkPostFindings(t, brokers, want)
+	marks := 0
+	for _, r := range readTopic(t, brokers, watchlistTopic, true) {
+		if bytes.HasPrefix(r.Key, []byte(producer.WatchMarkKeyPrefix)) {
+			marks++
+		}
+	}
+	if marks != 2*partitions {
+		t.Errorf("%d markers committed, want one per watch and partition (%d)", marks, 2*partitions)
 	}
 }
