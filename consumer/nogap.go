@@ -72,9 +72,9 @@ type watchSnapshot struct {
 	ended map[string]time.Time
 	// first is, by alert id, the record that opened the watch.
 	first map[string]recordAt
-	// gap is, by alert id, the window of calls the watch's case worker
-	// reports below its markers (loadedEntry.gapWindow).
-	gap map[string]matcher.WatchEntry
+	// gap is, by alert id, the windows of calls the watch's case worker
+	// reports below its markers (successive.go).
+	gap map[string][]matcher.WatchEntry
 }
 
 // markerRecheck is how often an idle member with entries loaded looks
@@ -118,9 +118,8 @@ func (w *watchLoader) applyMark(r *kgo.Record) bool {
 // marker may be read just before its entry, which is on another partition.
 func (w *watchLoader) dropOrphanMarks() {
 	alerts := map[string]bool{}
-	for _, e := range w.entries {
-		alerts[e.AlertID] = true
-		for _, l := range e.earlier {
+	for _, u := range w.entries {
+		for _, l := range u.watches {
 			alerts[l.AlertID] = true
 		}
 	}
@@ -132,12 +131,12 @@ func (w *watchLoader) dropOrphanMarks() {
 func (w *watchLoader) publishSnapshot() {
 	s := &watchSnapshot{list: w.matcher.Watchlist(), entries: make(map[string]producer.WatchEntry, len(w.entries)),
 		marks: map[markKey]int64{}, position: maps.Clone(w.position), ended: maps.Clone(w.ended), first: make(map[string]recordAt, len(w.entries)),
-		gap: make(map[string]matcher.WatchEntry, len(w.entries))}
-	for _, e := range w.entries {
-		for j, l := range append(slices.Clone(e.earlier), e) {
+		gap: make(map[string][]matcher.WatchEntry, len(w.entries))}
+	for _, u := range w.entries {
+		for _, l := range u.watches {
 			s.entries[l.AlertID] = l.WatchEntry
 			s.first[l.AlertID] = l.first
-			s.gap[l.AlertID] = e.gapWindow(j)
+			s.gap[l.AlertID] = l.gapWindows()
 		}
 	}
 	for k, o := range w.marks {
@@ -400,10 +399,10 @@ func (l *loop) pollContext(ctx context.Context, list *matcher.Watchlist, tick, m
 }
 
 // gapMarks waits until a marker of entry is known on every partition of
-// every source topic and returns them, with the entry's gap window. ok is
+// every source topic and returns them, with the windows of the entry's gap. ok is
 // false when the entry is no longer loaded (ended, replaced, expired): no
 // loop writes its markers.
-func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, at *kgo.Record, parts []partRange) (map[markKey]int64, matcher.WatchEntry, bool, error) {
+func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, at *kgo.Record, parts []partRange) (map[markKey]int64, []matcher.WatchEntry, bool, error) {
 	began := time.Now()
 	lastLog := began
 	waiting := false
@@ -419,7 +418,7 @@ func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, a
 		// an entry not loaded is ended only once the loader is past it.
 		if s != nil && s.position[at.Partition] > at.Offset {
 			if _, ok := s.entries[entry.AlertID]; !ok {
-				return nil, matcher.WatchEntry{}, false, nil
+				return nil, nil, false, nil
 			}
 			marks := map[markKey]int64{}
 			var missing []string
@@ -449,7 +448,7 @@ func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, a
 		case <-tick:
 		case <-time.After(time.Second):
 		case <-ctx.Done():
-			return nil, matcher.WatchEntry{}, false, ctx.Err()
+			return nil, nil, false, ctx.Err()
 		}
 	}
 }
@@ -458,11 +457,11 @@ func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, a
 // in the records the loop matched without it: on each partition, from the
 // first record written at or after the window's start (less lookbackSlack)
 // up to the marker. The matcher decides, with the service's rules and a
-// watchlist of the entry's gap window alone (gapWindow: the part of its
-// window no earlier watch of the user had), as the loop would have.
-func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *producer.WatchEntry, window matcher.WatchEntry, marks map[markKey]int64) ([]*kgo.Record, error) {
-	if !window.Until.After(window.OpenedAt) {
-		return nil, nil // earlier watches of the user had all of its window
+// watchlist of the entry's gap alone (what of its window no watch of the
+// user applied before it had: successive.go), as the loop would have.
+func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *producer.WatchEntry, gap []matcher.WatchEntry, marks map[markKey]int64) ([]*kgo.Record, error) {
+	if len(gap) == 0 {
+		return nil, nil // watches of the user applied before it had all of its window
 	}
 	var parts []partRange
 	for k, m := range marks {
@@ -476,7 +475,7 @@ func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *p
 	slices.SortFunc(parts, func(a, b partRange) int {
 		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
 	})
-	from, err := adm.ListOffsetsAfterMilli(ctx, window.OpenedAt.Add(-lookbackSlack).UnixMilli(), w.cfg.SourceTopics...)
+	from, err := adm.ListOffsetsAfterMilli(ctx, gap[0].OpenedAt.Add(-lookbackSlack).UnixMilli(), w.cfg.SourceTopics...)
 	if err == nil {
 		err = from.Error()
 	}
@@ -487,7 +486,7 @@ func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *p
 	if err != nil {
 		return nil, err
 	}
-	list, err := matcher.NewWatchlist([]matcher.WatchEntry{window})
+	list, err := matcher.NewWatchlist(gap)
 	if err != nil {
 		return nil, fmt.Errorf("consumer: %w: %w", producer.ErrBadWatchEntry, err)
 	}
@@ -583,7 +582,7 @@ func (w *caseWorker) gapAlerts(ctx context.Context, entry *producer.WatchEntry, 
 	}
 	var parts []partRange
 	ends.Each(func(o kadm.ListedOffset) { parts = append(parts, partRange{topic: o.Topic, partition: o.Partition}) })
-	marks, window, ok, err := w.gapMarks(ctx, entry, at, parts)
+	marks, gap, ok, err := w.gapMarks(ctx, entry, at, parts)
 	if err != nil {
 		return nil, err
 	}
@@ -592,5 +591,5 @@ func (w *caseWorker) gapAlerts(ctx context.Context, entry *producer.WatchEntry, 
 			"alert_id", entry.AlertID)
 		return nil, nil
 	}
-	return w.gapFindings(ctx, adm, entry, window, marks)
+	return w.gapFindings(ctx, adm, entry, gap, marks)
 }

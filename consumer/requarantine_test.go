@@ -72,6 +72,51 @@ func TestSecondQuarantineInTheSameBatch(t *testing.T) {
 	}
 }
 
+// TestQuarantinesOutOfOrder: test-user's second quarantine is on partition
+// 0 and its first on partition 1 of one batch, so the loop writes the
+// second's entry first (the loaders read the first one last). Every call
+// after the first quarantine is one post-quarantine finding.
+func TestQuarantinesOutOfOrder(t *testing.T) {
+	brokers, adm, cl := oneBrokerWatchCluster(t, 2)
+	ctx := context.Background()
+	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
+	if err := cl.ProduceSync(ctx,
+		at(0, quarantineAt(t, "d2", "2023-11-21T23:40:00Z")),
+		at(0, userEvent("test-user", nogapIDPrefix+"m0", "2023-11-21T23:30:00Z")),
+		at(0, userEvent("test-user", nogapIDPrefix+"m1", "2023-11-21T23:50:00Z")),
+		at(1, quarantineAt(t, "d1", "2023-11-21T23:23:52Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"m2", "2023-11-21T23:31:00Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"m3", "2023-11-21T23:51:00Z")),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	waitFor(t, "a context document per quarantine", func() bool {
+		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 2
+	})
+	if err := cl.ProduceSync(ctx,
+		at(0, userEvent("test-user", nogapIDPrefix+"m4", "2023-11-22T01:00:00Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"m5", "2023-11-22T01:00:00Z")),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	entries := watchEntryRecords(t, brokers)
+	if len(entries) != 2 || !bytes.Contains(entries[0].Value, []byte("2023-11-21T23:40:00Z")) {
+		t.Fatalf("watch entries %d, want 2, the second quarantine's first: the test no longer reads them out of order", len(entries))
+	}
+	want := map[string]int{}
+	for _, id := range []string{"m0", "m1", "m2", "m3", "m4", "m5"} {
+		want[nogapIDPrefix+id] = 1
+	}
+	checkPostFindings(t, brokers, want)
+}
+
 // TestSecondQuarantineAfterTheFirstsMarkers: test-user's first watch is
 // loaded and marked everywhere; then the second quarantine arrives in one
 // batch with the user's calls after it, which the loop matches with the
@@ -124,9 +169,10 @@ func TestSecondQuarantineAfterTheFirstsMarkers(t *testing.T) {
 }
 
 // TestSuccessiveWatchesOfAUser: the loader's windows for test-user
-// quarantined three times (the second watch set to 24 hours, the others to
-// 72), and the gap window of each watch's case worker, as
-// loadedEntry's comment defines them, written out by hand.
+// quarantined four times, the entries read out of the order of their
+// opening (the second watch set to 24 hours, the others to 72), and the
+// gap of each watch's case worker, as successive.go defines them, written
+// out by hand.
 func TestSuccessiveWatchesOfAUser(t *testing.T) {
 	cfg := watchConfig(t, nil, 1)
 	now := time.Date(2023, 11, 22, 1, 30, 0, 0, time.UTC)
@@ -162,21 +208,23 @@ func TestSuccessiveWatchesOfAUser(t *testing.T) {
 	checkGap := func(what string, want []window) {
 		t.Helper()
 		s, _ := w.current()
-		for _, g := range want {
-			var e matcher.WatchEntry
-			for id, gw := range s.gap {
-				if strings.HasPrefix(id, g.alert) {
-					e = gw
-				}
+		var got []window
+		for id, gap := range s.gap {
+			if len(gap) == 0 {
+				got = append(got, window{id[:2], "", ""})
 			}
-			if got := (window{g.alert, e.OpenedAt.Format(time.RFC3339), e.Until.Format(time.RFC3339)}); got != g {
-				t.Errorf("%s: gap window %v, want %v", what, got, g)
+			for _, e := range gap {
+				got = append(got, window{id[:2], e.OpenedAt.Format(time.RFC3339), e.Until.Format(time.RFC3339)})
 			}
+		}
+		slices.SortFunc(got, func(a, b window) int { return strings.Compare(a.alert+a.opened, b.alert+b.opened) })
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: gaps %v, want %v", what, got, want)
 		}
 	}
 	apply("e1", "2023-11-21T23:00:00Z", "2023-11-24T23:00:00Z")
+	apply("e3", "2023-11-22T02:00:00Z", "2023-11-25T02:00:00Z") // read before the second
 	apply("e2", "2023-11-22T01:00:00Z", "2023-11-23T01:00:00Z")
-	apply("e3", "2023-11-22T02:00:00Z", "2023-11-25T02:00:00Z")
 	three := []window{
 		{"e1", "2023-11-21T23:00:00Z", "2023-11-22T01:00:00Z"},
 		{"e2", "2023-11-22T01:00:00Z", "2023-11-22T02:00:00Z"},
@@ -185,32 +233,41 @@ func TestSuccessiveWatchesOfAUser(t *testing.T) {
 	check("three quarantines", three)
 	checkGap("three quarantines", []window{
 		{"e1", "2023-11-21T23:00:00Z", "2023-11-24T23:00:00Z"},
-		{"e2", "2023-11-24T23:00:00Z", "2023-11-24T23:00:00Z"}, // the first watch had all of it
+		{"e2", "", ""}, // the first and the third had all of it
 		{"e3", "2023-11-24T23:00:00Z", "2023-11-25T02:00:00Z"},
 	})
-	if s, _ := w.current(); len(s.entries) != 3 {
-		t.Errorf("the snapshot has %d watches, want 3 (markers are written for each)", len(s.entries))
+
+	apply("e0", "2023-11-21T22:00:00Z", "2023-11-24T22:00:00Z") // an earlier quarantine, read last
+	four := append([]window{{"e0", "2023-11-21T22:00:00Z", "2023-11-21T23:00:00Z"}}, three...)
+	check("an earlier quarantine read last", four)
+	checkGap("an earlier quarantine read last", []window{
+		{"e0", "2023-11-21T22:00:00Z", "2023-11-21T23:00:00Z"},
+		{"e1", "2023-11-21T23:00:00Z", "2023-11-24T23:00:00Z"},
+		{"e2", "", ""},
+		{"e3", "2023-11-24T23:00:00Z", "2023-11-25T02:00:00Z"},
+	})
+	apply("e2", "2023-11-22T01:00:00Z", "2023-11-23T01:00:00Z")
+	check("the second quarantine read again", four)
+	if s, _ := w.current(); len(s.entries) != 4 {
+		t.Errorf("the snapshot has %d watches, want 4 (markers are written for each)", len(s.entries))
 	}
 
-	apply("e0", "2023-11-21T22:00:00Z", "2023-11-24T22:00:00Z")
-	check("an older quarantine read last", three)
-	apply("e2", "2023-11-22T01:00:00Z", "2023-11-23T01:00:00Z")
-	check("the second quarantine read again", three)
-
-	now = time.Date(2023, 11, 22, 2, 0, 1, 0, time.UTC) // the first window's end (01:00) and the hour of grace are past
+	// The windows of e0 and e1 ended at 23:00 and 01:00; an hour of grace
+	// after, they are dropped; e2's (to 02:00) is not.
+	now = time.Date(2023, 11, 22, 2, 0, 1, 0, time.UTC)
 	if !w.expire() {
-		t.Error("expire: nothing dropped, want the first window")
+		t.Error("expire: nothing dropped, want the first two windows")
 	}
 	w.entriesDirty = true
 	w.publish()
-	check("the first window expired", three[1:])
+	check("the first two windows expired", three[1:])
 
 	for i := range 40 {
 		opened := time.Date(2023, 11, 22, 4, i, 0, 0, time.UTC)
 		apply(fmt.Sprintf("%02x", 0x10+i), opened.Format(time.RFC3339), opened.Add(72*time.Hour).Format(time.RFC3339))
 	}
-	if n := m.Watchlist().Len(); n != maxEarlierWatches+1 {
-		t.Errorf("after 43 quarantines of the user: %d windows, want %d", n, maxEarlierWatches+1)
+	if n := m.Watchlist().Len(); n != maxWatchesPerUser {
+		t.Errorf("after 42 quarantines of the user: %d windows, want %d", n, maxWatchesPerUser)
 	}
 }
 

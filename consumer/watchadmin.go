@@ -17,7 +17,8 @@ import (
 
 // An operator's view of the watchlist: the `quarantine-watch watchlist`
 // subcommand lists the entries and ends a watch. It reads the topic as the
-// loader does (read_committed, from the start, the latest record per key)
+// loader does (read_committed, from the start; of a user's entries, the
+// one opened last)
 // and ends a watch the way the topic is always written: in a transaction,
 // with an end record, which every instance's loader applies at once and
 // which keeps the same quarantine, read again, from opening the watch anew,
@@ -25,8 +26,8 @@ import (
 // delete.retention.ms.
 
 // WatchlistEntries reads the watchlist topic of cfg.AlertsTopic up to its
-// last stable offsets as of the call and returns the current entries,
-// ordered by key, expired ones included, with the number of records
+// last stable offsets as of the call and returns the current entries (of
+// each user, the watch opened last), ordered by key, expired ones included, with the number of records
 // skipped as not valid entries (each logged on cfg.Logger, if set). It
 // uses cfg.Brokers and cfg.ClientOpts (TLS, SASL).
 func WatchlistEntries(ctx context.Context, cfg Config) ([]producer.WatchEntry, int, error) {
@@ -131,7 +132,10 @@ func WatchlistEntries(ctx context.Context, cfg Config) ([]producer.WatchEntry, i
 				skip(err)
 				return
 			}
-			if !endedCovers(ended, string(r.Key), e.OpenedAt) {
+			// The user's watch opened last is the one listed (and ended,
+			// with the earlier ones): quarantines close together may be
+			// written out of their order.
+			if have, ok := entries[string(r.Key)]; !endedCovers(ended, string(r.Key), e.OpenedAt) && (!ok || !e.OpenedAt.Before(have.OpenedAt)) {
 				entries[string(r.Key)] = e
 			}
 		})

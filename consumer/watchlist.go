@@ -165,7 +165,7 @@ type watchLoader struct {
 	topic   string
 
 	// Owned by run's goroutine.
-	entries map[string]loadedEntry // by key
+	entries map[string]*userWatches // by key
 	// ended is, by entry key, the opening time of the latest watch an
 	// operator ended (an end record): an entry opened at or before it is
 	// not applied, wherever it stands in the topic.
@@ -197,7 +197,7 @@ type watchLoader struct {
 }
 
 func newWatchLoader(cfg *Config, m *matcher.Matcher) *watchLoader {
-	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]loadedEntry{}, ended: map[string]time.Time{},
+	return &watchLoader{cfg: cfg, matcher: m, topic: cfg.watchlistTopic(), entries: map[string]*userWatches{}, ended: map[string]time.Time{},
 		position: map[int32]int64{}, targets: map[int32]int64{}, caughtUp: make(chan struct{}), done: make(chan struct{}),
 		marks: map[markKey]int64{}, tick: make(chan struct{})}
 }
@@ -415,7 +415,11 @@ func (w *watchLoader) reached() bool {
 }
 
 func (w *watchLoader) caughtUpNow(took time.Duration) {
-	w.cfg.Logger.Info("watchlist loaded", "topic", w.topic, "entries", len(w.entries), "took", took.Round(time.Millisecond))
+	watches := 0
+	for _, u := range w.entries {
+		watches += len(u.watches)
+	}
+	w.cfg.Logger.Info("watchlist loaded", "topic", w.topic, "users", len(w.entries), "entries", watches, "took", took.Round(time.Millisecond))
 	w.cfg.Metrics.WatchlistCaughtUp.Set(1)
 	close(w.caughtUp)
 }
@@ -463,29 +467,18 @@ func (w *watchLoader) apply(r *kgo.Record) bool {
 			"opened_at", e.OpenedAt, "offset", r.Offset)
 		return false
 	}
-	le := loadedEntry{WatchEntry: e, written: r.Timestamp, first: recordAt{r.Partition, r.Offset}, until: e.Until}
-	if have, ok := w.entries[string(r.Key)]; ok && !w.expired(have) {
-		switch {
-		case have.AlertID == e.AlertID:
-			le.first, le.earlier, le.until = have.first, have.earlier, have.until
-		case !e.OpenedAt.After(have.OpenedAt):
-			// An older quarantine read after a newer one of the user: the
-			// watch open already covers what follows it.
-			w.cfg.Logger.Info("watch entry not applied: the user's watch open already was opened later", "key", string(r.Key),
-				"alert_id", e.AlertID, "opened_at", e.OpenedAt, "open_alert_id", have.AlertID, "open_opened_at", have.OpenedAt, "offset", r.Offset)
-			return false
-		default:
-			le.earlier = followedBy(have)
-			le.until = maxTime(le.until, have.until)
-		}
-	}
+	le := loadedEntry{WatchEntry: e, written: r.Timestamp, first: recordAt{r.Partition, r.Offset}}
 	if w.expired(le) {
-		// An old entry: the latest record wins all the same.
-		_, had := w.entries[string(r.Key)]
-		delete(w.entries, string(r.Key))
-		return had
+		return false // an old entry: its window is over
 	}
-	w.entries[string(r.Key)] = le
+	u := w.entries[string(r.Key)]
+	if u == nil {
+		u = &userWatches{}
+		w.entries[string(r.Key)] = u
+	}
+	if !u.add(le) {
+		return false // the same quarantine read again
+	}
 	w.opened = append(w.opened, e)
 	return true
 }
@@ -507,12 +500,19 @@ func (w *watchLoader) applyEnd(r *kgo.Record) bool {
 		return false
 	}
 	noteEnd(w.ended, key, e.OpenedAt)
-	if le, ok := w.entries[key]; ok && endedCovers(w.ended, key, le.OpenedAt) {
-		delete(w.entries, key)
-		w.cfg.Logger.Info("watch ended by an operator", "key", key, "alert_id", le.AlertID, "offset", r.Offset)
-		return true
+	u, ok := w.entries[key]
+	if !ok {
+		return false
 	}
-	return false
+	n := len(u.watches)
+	u.watches = slices.DeleteFunc(u.watches, func(l loadedEntry) bool { return endedCovers(w.ended, key, l.OpenedAt) })
+	if len(u.watches) == 0 {
+		delete(w.entries, key)
+	}
+	if len(u.watches) < n {
+		w.cfg.Logger.Info("watch ended by an operator", "key", key, "alert_id", e.AlertID, "watches_ended", n-len(u.watches), "offset", r.Offset)
+	}
+	return len(u.watches) < n
 }
 
 // noteEnd records in ended that the watch of key opened at openedAt was
@@ -540,85 +540,8 @@ type loadedEntry struct {
 	// entry's records with this alert id (the same quarantine read again
 	// writes another, which the case worker skips).
 	first recordAt
-	// earlier are the user's watches this one followed, oldest first, and
-	// until is the latest end of the windows up to this one: see
-	// successive watches.
-	earlier []loadedEntry
-	until   time.Time
-}
-
-// Successive watches of one user. AWS quarantines a user again on a new
-// exposure, and the quarantine's findings open a watch each (an entry per
-// alert id, all under the user's key). The loader keeps the user's
-// earlier watches behind the latest one as long as they are loaded, in
-// the order their entries were read (the key's partition orders them
-// alike for every loader), and hands the matcher one window per watch:
-// watch l of (O_l, min(U'_l, O_l+1)], the latest (O_k, U'_k], where U' is
-// the latest end so far (a later quarantine never shortens the watch).
-// Each watch writes its markers and has its case worker, whose gap window
-// is the part of its own that no earlier one had, (max(O_j, U'_j-1),
-// U'_j] (gapWindow). The loop, with watches 1..i loaded at an offset,
-// reports (O_1, U'_i]; the case worker of watch j reports its gap window
-// below its markers, where at most watches 1..j-1 were loaded, which
-// reported up to U'_j-1 only. So every call of the user after the first
-// quarantine is one finding, of the latest watch the loop had loaded when
-// it matched it, or in the gap, of the first watch whose window held it
-// (docs/rules.md).
-
-// maxEarlierWatches bounds the earlier watches kept behind a user's
-// latest: a user quarantined over and over keeps a bounded watchlist.
-const maxEarlierWatches = 32
-
-// followedBy is the earlier watches of the watch that follows have.
-func followedBy(have loadedEntry) []loadedEntry {
-	earlier := append(slices.Clone(have.earlier), have)
-	earlier[len(earlier)-1].earlier = nil
-	return earlier[max(0, len(earlier)-maxEarlierWatches):]
-}
-
-// windows returns the matcher's entries of e's watches, the earlier ones
-// first.
-func (e loadedEntry) windows() []matcher.WatchEntry {
-	out := make([]matcher.WatchEntry, 0, len(e.earlier)+1)
-	for i, l := range e.earlier {
-		next := e.OpenedAt
-		if i+1 < len(e.earlier) {
-			next = e.earlier[i+1].OpenedAt
-		}
-		w := watchEntry(l.WatchEntry)
-		w.Until = minTime(l.until, next)
-		out = append(out, w)
-	}
-	w := watchEntry(e.WatchEntry)
-	w.Until = e.until
-	return append(out, w)
-}
-
-// gapWindow is the window of watch j of e (len(e.earlier) for e itself)
-// whose calls its case worker reports below its markers: see successive
-// watches.
-func (e loadedEntry) gapWindow(j int) matcher.WatchEntry {
-	all := append(slices.Clone(e.earlier), e)
-	w := watchEntry(all[j].WatchEntry)
-	w.Until = all[j].until
-	if j > 0 {
-		w.OpenedAt = maxTime(w.OpenedAt, all[j-1].until)
-	}
-	return w
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
+	// gap is what of its window its case worker covers (successive.go).
+	gap []span
 }
 
 // recordAt is where a record is on the watchlist topic.
@@ -633,7 +556,7 @@ type recordAt struct {
 // topic's retention from the start, a replay) for the events of its window
 // read after it, which the detection clock alone would drop at once.
 func (w *watchLoader) expired(e loadedEntry) bool {
-	return w.expiredWindow(e.OpenedAt, maxTime(e.Until, e.until), e.written)
+	return w.expiredWindow(e.OpenedAt, e.Until, e.written)
 }
 
 // expiredWindow is expired for a window (opened, until] of an entry
@@ -646,25 +569,22 @@ func (w *watchLoader) expiredWindow(opened, until, written time.Time) bool {
 	return end.Add(watchExpiryGrace).Before(w.cfg.Now())
 }
 
-// expire drops the entries whose window has ended, and the earlier
-// watches whose window has, and reports whether any was.
+// expire drops the watches whose window (the one the matcher has) has
+// ended, and reports whether any was.
 func (w *watchLoader) expire() bool {
 	dropped := false
-	for k, e := range w.entries {
-		if w.expired(e) {
+	for k, u := range w.entries {
+		ends := u.windowEnds()
+		kept := u.watches[:0]
+		for i, l := range u.watches {
+			if !w.expiredWindow(l.OpenedAt, maxTime(ends[i], l.OpenedAt.Add(time.Nanosecond)), l.written) {
+				kept = append(kept, l)
+			}
+		}
+		dropped = dropped || len(kept) < len(u.watches)
+		u.watches = kept
+		if len(kept) == 0 {
 			delete(w.entries, k)
-			dropped = true
-			continue
-		}
-		windows := e.windows()
-		n := 0
-		for n < len(e.earlier) && w.expiredWindow(windows[n].OpenedAt, windows[n].Until, e.earlier[n].written) {
-			n++
-		}
-		if n > 0 {
-			e.earlier = e.earlier[n:]
-			w.entries[k] = e
-			dropped = true
 		}
 	}
 	return dropped
@@ -681,8 +601,8 @@ func (w *watchLoader) publish() {
 
 func (w *watchLoader) publishList() {
 	list := make([]matcher.WatchEntry, 0, len(w.entries))
-	for _, e := range w.entries {
-		list = append(list, e.windows()...)
+	for _, u := range w.entries {
+		list = append(list, u.windows()...)
 	}
 	wl, err := matcher.NewWatchlist(list)
 	if err != nil {

@@ -20,7 +20,7 @@ const watchlistUsage = `Usage:
   quarantine-watch watchlist end [flags] ACCOUNT USER   end a user's watch
 
 The watchlist is <alerts-topic>.watchlist, read as the service reads it
-(read_committed, the latest entry per user). "end" writes the user's end
+(read_committed; of a user's entries, the one opened last). "end" writes the user's end
 record and tombstone in a transaction: every instance stops watching the
 user (the watches of the user's earlier quarantines too) as soon as it
 reads them, and the same quarantine read again does not
