@@ -143,6 +143,9 @@ type postEvent struct {
 	gap       bool // written with the quarantine
 	at        pos  // where it landed
 	value     []byte
+	// eventTime is the event's, for a planted step (zero for the case's
+	// aftermath).
+	eventTime time.Time
 }
 
 // caseIdentity is the userIdentity of an actor of postStep.
@@ -289,8 +292,8 @@ func (r *caseRun) plantPosts(shift int, at time.Time, gap bool) []placed {
 		for _, s := range []postStep{postFindings[(int(part)+shift)%len(postFindings)], postQuiet[(int(part)+shift)%len(postQuiet)]} {
 			id := caseUUID(r.rng)
 			v := caseEventValue(s, id, at)
+			r.posts = append(r.posts, postEvent{step: s, eventID: id, partition: part, gap: gap, value: v, eventTime: at})
 			at = at.Add(time.Second)
-			r.posts = append(r.posts, postEvent{step: s, eventID: id, partition: part, gap: gap, value: v})
 			if s.rule != "" {
 				r.postWant[casePostAlertID(s.rule, id)] = s.what
 			}
@@ -361,8 +364,8 @@ type watchedAlert struct {
 }
 
 // checkWatchedAlert returns what is wrong with the alert of post-quarantine
-// event ev, "" if nothing.
-func checkWatchedAlert(value []byte, ev postEvent, source, quarantineID string) string {
+// event ev, "" if nothing: its watch must be one of quarantineIDs.
+func checkWatchedAlert(value []byte, ev postEvent, source string, quarantineIDs ...string) string {
 	var a watchedAlert
 	if err := json.Unmarshal(value, &a); err != nil {
 		return fmt.Sprintf("not a JSON document: %v", err)
@@ -371,8 +374,8 @@ func checkWatchedAlert(value []byte, ev postEvent, source, quarantineID string) 
 	if got := a.QW.Source; got.Topic != source || got.Partition != ev.at.partition || got.Offset != ev.at.offset {
 		problems = append(problems, fmt.Sprintf("source %s %d/%d, want %s %v", got.Topic, got.Partition, got.Offset, source, ev.at))
 	}
-	if a.QW.Watch == nil || a.QW.Watch.AlertID != quarantineID {
-		problems = append(problems, fmt.Sprintf("watch %+v, want the quarantine's alert id %s", a.QW.Watch, quarantineID))
+	if a.QW.Watch == nil || !slices.Contains(quarantineIDs, a.QW.Watch.AlertID) {
+		problems = append(problems, fmt.Sprintf("watch %+v, want the alert id of the quarantine %v", a.QW.Watch, quarantineIDs))
 	}
 	return strings.Join(problems, "; ")
 }
@@ -821,59 +824,15 @@ func TestExactlyOnceCase(t *testing.T) {
 	r.landed(r.write(ctx, caseNoisePhase, r.plantPosts(5, q.Add(time.Hour), false)))
 	running := []*instance{ins["a2"], ins["b"]}
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, running...)
-	// The case worker works beside the group: its commit of every
-	// watchlist record is what the end waits for.
-	caseGroup := p.group + ".context"
-	workerDone := waitFor(t, caseAsyncLimit, func() bool {
-		ends := caseDuring.watchlistEnds()
-		if len(ends) == 0 {
-			return false
-		}
-		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer lcancel()
-		committed, err := adm.FetchOffsets(lctx, caseGroup)
-		if err != nil {
-			return false
-		}
-		for part, end := range ends {
-			if o, ok := committed.Lookup(p.watchlist, part); !ok || o.At < end {
-				return false
-			}
-		}
-		return true
-	}, running...)
+	workerDone := r.waitCaseWorker(ctx, caseDuring, running...)
 	r.step("caught up; the case worker has committed every watchlist record: %v", workerDone)
 	stopAll(t, running...)
 	r.step("stopped")
 
-	var txnIDs []string
-	for _, in := range []*instance{ins["a"], ins["b"]} {
-		txnIDs = append(txnIDs, in.txnID, in.txnID+".context")
-	}
-	hanging := 0
-	if open, err := hangingTxns(ctx, adm, txnIDs...); err != nil {
-		t.Errorf("describing the instances' transactions: %v", err)
-	} else {
-		hanging += len(open)
-	}
-	writeEndMarkers(t, b, p.alerts, p.dlq, p.context, p.watchlist)
-	outAfter := startReader(t, b, p)
-	caseAfter := startCaseReader(t, b, p, "franz-go after")
-	for _, m := range [][]string{outDuring.waitMarkers(time.Minute), outAfter.waitMarkers(time.Minute),
-		caseDuring.waitMarkers(time.Minute), caseAfter.waitMarkers(time.Minute)} {
-		hanging = max(hanging, len(m))
-		if len(m) > 0 {
-			t.Errorf("end markers not visible to read_committed within a minute (a transaction left open?): %v", m)
-		}
-	}
+	e := r.finish(ctx, kcat, outDuring, caseDuring, ins["a"], ins["b"])
+	outAfter, caseAfter, hanging := e.outAfter, e.caseAfter, e.hanging
 	vDuring, vAfter := outDuring.compare(t, r.exp), outAfter.compare(t, r.exp)
-	kcatAlerts := map[string]int{}
-	for _, l := range runKcatLines(ctx, t, kcat, b, p.alerts) {
-		if l.key != endMarker {
-			kcatAlerts[l.key]++
-		}
-	}
-	kcatContext := kcatRecords(ctx, t, kcat, b, p.context)
+	kcatContext := e.kcatContext
 
 	// The context document, to every reader.
 	start := q.Add(-caseLookback)
@@ -913,14 +872,114 @@ func TestExactlyOnceCase(t *testing.T) {
 	}
 
 	// The post-quarantine findings, to every reader.
+	want, found, dups, gapMisses := r.countPosts(e, func(postEvent) []string { return []string{quarantineID} }, quarantineID)
+	dups = max(dups, docs-1, vDuring.duplicateCopies, vAfter.duplicateCopies, vDuring.duplicates(), vAfter.duplicates())
+	mustMatch(t, "franz-go during", vDuring)
+	mustMatch(t, "franz-go after", vAfter)
+	checkUnplanned(t, all()...)
+
+	counts := "ok"
+	if !countsOK {
+		counts = "bad"
+	}
+	line := fmt.Sprintf("eos-case: context_docs=%d expected_counts=%s post_findings=%d/%d duplicates=%d gap_misses=%d",
+		docs, counts, found, want, dups, gapMisses)
+	t.Log(line)
+	fmt.Println(line)
+	lookbacks := 0
+	for _, in := range all() {
+		lookbacks += countLogged(t, in, started, quarantineID)
+	}
+	t.Logf("eos-case: records=%d dead_letters=%d kills=2 kill_inside_lookback=%t lookbacks_started=%d rolling_restarts=1 hanging=%d took %v",
+		r.exp.records, len(r.exp.dead), lookbackKilled, lookbacks, hanging, time.Since(began).Round(time.Second))
+	if docs != 1 || !countsOK || found != want || dups != 0 || gapMisses != 0 || hanging != 0 {
+		t.Errorf("want context_docs=1 expected_counts=ok post_findings=%d/%d duplicates=0 gap_misses=0 hanging=0", want, want)
+	}
+}
+
+// waitCaseWorker waits until the case worker's group has committed every
+// watchlist record caseDuring has read: the case worker works beside the
+// group, and its commits are what the end of a run waits for.
+func (r *caseRun) waitCaseWorker(ctx context.Context, caseDuring *caseReader, running ...*instance) bool {
+	caseGroup := r.p.group + ".context"
+	return waitFor(r.t, caseAsyncLimit, func() bool {
+		ends := caseDuring.watchlistEnds()
+		if len(ends) == 0 {
+			return false
+		}
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer lcancel()
+		committed, err := r.adm.FetchOffsets(lctx, caseGroup)
+		if err != nil {
+			return false
+		}
+		for part, end := range ends {
+			if o, ok := committed.Lookup(r.p.watchlist, part); !ok || o.At < end {
+				return false
+			}
+		}
+		return true
+	}, running...)
+}
+
+// caseEnd is what the readers read of a stopped case run.
+type caseEnd struct {
+	outDuring, outAfter   *outputReader
+	caseDuring, caseAfter *caseReader
+	kcatAlerts            map[string]int
+	kcatContext           []caseRecord
+	// hanging is the transactions of the instances left open, or the most
+	// end markers a reader did not see.
+	hanging int
+}
+
+// finish ends a stopped case run: it looks for the instances'
+// transactions left open, writes end markers, reads the outputs again
+// from the start with franz-go and kcat, and waits for every reader to
+// see every end marker.
+func (r *caseRun) finish(ctx context.Context, kcat string, outDuring *outputReader, caseDuring *caseReader, ins ...*instance) caseEnd {
+	t := r.t
+	var txnIDs []string
+	for _, in := range ins {
+		txnIDs = append(txnIDs, in.txnID, in.txnID+".context")
+	}
+	e := caseEnd{outDuring: outDuring, caseDuring: caseDuring, kcatAlerts: map[string]int{}}
+	if open, err := hangingTxns(ctx, r.adm, txnIDs...); err != nil {
+		t.Errorf("describing the instances' transactions: %v", err)
+	} else {
+		e.hanging += len(open)
+	}
+	writeEndMarkers(t, r.b, r.p.alerts, r.p.dlq, r.p.context, r.p.watchlist)
+	e.outAfter = startReader(t, r.b, r.p)
+	e.caseAfter = startCaseReader(t, r.b, r.p, "franz-go after")
+	for _, m := range [][]string{outDuring.waitMarkers(time.Minute), e.outAfter.waitMarkers(time.Minute),
+		caseDuring.waitMarkers(time.Minute), e.caseAfter.waitMarkers(time.Minute)} {
+		e.hanging = max(e.hanging, len(m))
+		if len(m) > 0 {
+			t.Errorf("end markers not visible to read_committed within a minute (a transaction left open?): %v", m)
+		}
+	}
+	for _, l := range runKcatLines(ctx, t, kcat, r.b, r.p.alerts) {
+		if l.key != endMarker {
+			e.kcatAlerts[l.key]++
+		}
+	}
+	e.kcatContext = kcatRecords(ctx, t, kcat, r.b, r.p.context)
+	return e
+}
+
+// countPosts checks the findings of the planted events after the
+// quarantines: each must be read exactly once by every reader, naming one
+// of the watches watches(ev) gives; every alert a reader read must be
+// expected, and each quarantine's alert read once. A gap miss is a
+// finding of an event written with a quarantine that a reader did not
+// read at all; dups is the most extra copies of one alert.
+func (r *caseRun) countPosts(e caseEnd, watches func(postEvent) []string, quarantineIDs ...string) (want, found, dups, gapMisses int) {
+	t := r.t
 	readers := []struct {
 		name   string
 		alerts map[string]int
-	}{{"franz-go during", allAlerts(outDuring)}, {"franz-go after", allAlerts(outAfter)}, {"kcat", kcatAlerts}}
-	// A finding is found when every reader read it exactly once; a gap
-	// miss is a finding of an event written with the quarantine that a
-	// reader did not read at all.
-	want, found, dups, gapMisses := 0, 0, 0, 0
+	}{{"franz-go during", allAlerts(e.outDuring)}, {"franz-go after", allAlerts(e.outAfter)}, {"kcat", e.kcatAlerts}}
 	for _, ev := range r.posts {
 		if ev.step.rule == "" {
 			continue
@@ -935,9 +994,9 @@ func TestExactlyOnceCase(t *testing.T) {
 			ok = ok && n == 1
 			missed = missed || n == 0
 		}
-		for _, rd := range []*outputReader{outDuring, outAfter} {
+		for _, rd := range []*outputReader{e.outDuring, e.outAfter} {
 			if v := rd.alertValue(id); v != nil {
-				if problem := checkWatchedAlert(v, ev, p.source, quarantineID); problem != "" {
+				if problem := checkWatchedAlert(v, ev, r.p.source, watches(ev)...); problem != "" {
 					ok = false
 					t.Errorf("the post-quarantine alert of %q (event %s at %v): %s", ev.step.what, ev.eventID, ev.at, problem)
 				}
@@ -962,32 +1021,13 @@ func TestExactlyOnceCase(t *testing.T) {
 				t.Errorf("%s: alert %s is not expected (a finding of an event the plan says is none?)", rd.name, id)
 			}
 		}
-		if n := rd.alerts[quarantineID]; n != 1 {
-			t.Errorf("%s: the quarantine's alert read %d times, want once", rd.name, n)
+		for _, q := range quarantineIDs {
+			if n := rd.alerts[q]; n != 1 {
+				t.Errorf("%s: the quarantine's alert %s read %d times, want once", rd.name, q, n)
+			}
 		}
 	}
-	dups = max(dups, docs-1, vDuring.duplicateCopies, vAfter.duplicateCopies, vDuring.duplicates(), vAfter.duplicates())
-	mustMatch(t, "franz-go during", vDuring)
-	mustMatch(t, "franz-go after", vAfter)
-	checkUnplanned(t, all()...)
-
-	counts := "ok"
-	if !countsOK {
-		counts = "bad"
-	}
-	line := fmt.Sprintf("eos-case: context_docs=%d expected_counts=%s post_findings=%d/%d duplicates=%d gap_misses=%d",
-		docs, counts, found, want, dups, gapMisses)
-	t.Log(line)
-	fmt.Println(line)
-	lookbacks := 0
-	for _, in := range all() {
-		lookbacks += countLogged(t, in, started, quarantineID)
-	}
-	t.Logf("eos-case: records=%d dead_letters=%d kills=2 kill_inside_lookback=%t lookbacks_started=%d rolling_restarts=1 hanging=%d took %v",
-		r.exp.records, len(r.exp.dead), lookbackKilled, lookbacks, hanging, time.Since(began).Round(time.Second))
-	if docs != 1 || !countsOK || found != want || dups != 0 || gapMisses != 0 || hanging != 0 {
-		t.Errorf("want context_docs=1 expected_counts=ok post_findings=%d/%d duplicates=0 gap_misses=0 hanging=0", want, want)
-	}
+	return want, found, dups, gapMisses
 }
 
 func slicesValues(ps []placed) [][]byte {
