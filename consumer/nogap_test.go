@@ -159,15 +159,22 @@ func TestNoGapAcrossMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPostFindings(t, brokers, want)
+	if marks := committedMarkers(t, brokers); marks != partitions {
+		t.Errorf("%d markers committed, want one per partition (%d)", marks, partitions)
+	}
+}
+
+// committedMarkers counts the markers on the watchlist topic,
+// read_committed.
+func committedMarkers(t *testing.T, brokers []string) int {
+	t.Helper()
 	marks := 0
 	for _, r := range readTopic(t, brokers, watchlistTopic, true) {
 		if bytes.HasPrefix(r.Key, []byte(producer.WatchMarkKeyPrefix)) {
 			marks++
 		}
 	}
-	if marks != partitions {
-		t.Errorf("%d markers committed, want one per partition (%d)", marks, partitions)
-	}
+	return marks
 }
 
 // waitTwoMembersAssigned waits until group is stable with two members,

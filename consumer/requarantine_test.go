@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
-	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
 // quarantineAt returns the sample quarantine of test-user as another event:
@@ -26,35 +26,20 @@ func quarantineAt(t *testing.T, suffix, eventTime string) []byte {
 	return bytes.ReplaceAll(q, []byte("e7bb4b23-66e1-4656-b607-f575fde3b790"), []byte("e7bb4b23-66e1-4656-b607-f575fde3b7"+suffix))
 }
 
-// TestSecondQuarantineInTheSameBatch: test-user is quarantined twice and
-// both quarantines arrive in one batch with the user's calls on both
-// partitions, so the loader has the second entry before any marker of the
-// first is written. Every call after the first quarantine is one
-// post-quarantine finding: those between the two as well as those after
-// the second. Run on the service's defaults, one member.
-func TestSecondQuarantineInTheSameBatch(t *testing.T) {
-	brokers, adm, cl := oneBrokerWatchCluster(t, 2)
-	ctx := context.Background()
-	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
-	if err := cl.ProduceSync(ctx,
-		at(0, quarantineAt(t, "a1", "2023-11-21T23:23:52Z")),
-		at(1, userEvent("test-user", nogapIDPrefix+"j0", "2023-11-21T23:30:00Z")),
-		at(0, userEvent("test-user", nogapIDPrefix+"j1", "2023-11-21T23:31:00Z")),
-		at(0, quarantineAt(t, "a2", "2023-11-21T23:40:00Z")),
-		at(1, userEvent("test-user", nogapIDPrefix+"j2", "2023-11-21T23:50:00Z")),
-		at(0, userEvent("test-user", nogapIDPrefix+"j3", "2023-11-21T23:51:00Z")),
-	).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	cfg := watchConfig(t, brokers, 1)
-	m := startMember(t, cfg)
-	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+// callsADayLaterThenCheck waits for both context documents of test-user's
+// two quarantines, produces a call of the user a day later on each
+// partition, named by the last two of ids, stops member m and checks that
+// each of ids is one post-quarantine finding and that there are two
+// context documents.
+func callsADayLaterThenCheck(t *testing.T, brokers []string, adm *kadm.Client, cl *kgo.Client, cfg Config, m *member, ids ...string) {
+	t.Helper()
 	waitFor(t, "a context document per quarantine", func() bool {
 		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 2
 	})
-	if err := cl.ProduceSync(ctx,
-		at(0, userEvent("test-user", nogapIDPrefix+"j4", "2023-11-22T01:00:00Z")),
-		at(1, userEvent("test-user", nogapIDPrefix+"j5", "2023-11-22T01:00:00Z")),
+	later := ids[len(ids)-2:]
+	if err := cl.ProduceSync(context.Background(),
+		&kgo.Record{Partition: 0, Value: userEvent("test-user", nogapIDPrefix+later[0], "2023-11-22T01:00:00Z")},
+		&kgo.Record{Partition: 1, Value: userEvent("test-user", nogapIDPrefix+later[1], "2023-11-22T01:00:00Z")},
 	).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +48,7 @@ func TestSecondQuarantineInTheSameBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]int{}
-	for _, id := range []string{"j0", "j1", "j2", "j3", "j4", "j5"} {
+	for _, id := range ids {
 		want[nogapIDPrefix+id] = 1
 	}
 	checkPostFindings(t, brokers, want)
@@ -72,49 +57,60 @@ func TestSecondQuarantineInTheSameBatch(t *testing.T) {
 	}
 }
 
+// twoQuarantinesInOneBatch produces batch, test-user's two quarantines
+// and calls, on the source topic's two partitions, then starts one member
+// on the service's defaults, and goes on as callsADayLaterThenCheck. It
+// returns the cluster's brokers.
+func twoQuarantinesInOneBatch(t *testing.T, batch []*kgo.Record, ids ...string) []string {
+	t.Helper()
+	brokers, adm, cl := oneBrokerWatchCluster(t, 2)
+	ctx := context.Background()
+	if err := cl.ProduceSync(ctx, batch...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	callsADayLaterThenCheck(t, brokers, adm, cl, cfg, m, ids...)
+	return brokers
+}
+
+// TestSecondQuarantineInTheSameBatch: test-user is quarantined twice and
+// both quarantines arrive in one batch with the user's calls on both
+// partitions, so the loader has the second entry before any marker of the
+// first is written. Every call after the first quarantine is one
+// post-quarantine finding: those between the two as well as those after
+// the second. Run on the service's defaults, one member.
+func TestSecondQuarantineInTheSameBatch(t *testing.T) {
+	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
+	twoQuarantinesInOneBatch(t, []*kgo.Record{
+		at(0, quarantineAt(t, "a1", "2023-11-21T23:23:52Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"j0", "2023-11-21T23:30:00Z")),
+		at(0, userEvent("test-user", nogapIDPrefix+"j1", "2023-11-21T23:31:00Z")),
+		at(0, quarantineAt(t, "a2", "2023-11-21T23:40:00Z")),
+		at(1, userEvent("test-user", nogapIDPrefix+"j2", "2023-11-21T23:50:00Z")),
+		at(0, userEvent("test-user", nogapIDPrefix+"j3", "2023-11-21T23:51:00Z")),
+	}, "j0", "j1", "j2", "j3", "j4", "j5")
+}
+
 // TestQuarantinesOutOfOrder: test-user's second quarantine is on partition
 // 0 and its first on partition 1 of one batch, so the loop writes the
 // second's entry first (the loaders read the first one last). Every call
 // after the first quarantine is one post-quarantine finding.
 func TestQuarantinesOutOfOrder(t *testing.T) {
-	brokers, adm, cl := oneBrokerWatchCluster(t, 2)
-	ctx := context.Background()
 	at := func(p int32, value []byte) *kgo.Record { return &kgo.Record{Partition: p, Value: value} }
-	if err := cl.ProduceSync(ctx,
+	brokers := twoQuarantinesInOneBatch(t, []*kgo.Record{
 		at(0, quarantineAt(t, "d2", "2023-11-21T23:40:00Z")),
 		at(0, userEvent("test-user", nogapIDPrefix+"m0", "2023-11-21T23:30:00Z")),
 		at(0, userEvent("test-user", nogapIDPrefix+"m1", "2023-11-21T23:50:00Z")),
 		at(1, quarantineAt(t, "d1", "2023-11-21T23:23:52Z")),
 		at(1, userEvent("test-user", nogapIDPrefix+"m2", "2023-11-21T23:31:00Z")),
 		at(1, userEvent("test-user", nogapIDPrefix+"m3", "2023-11-21T23:51:00Z")),
-	).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	cfg := watchConfig(t, brokers, 1)
-	m := startMember(t, cfg)
-	waitCommitted(t, adm, cfg.Group, 30*time.Second)
-	waitFor(t, "a context document per quarantine", func() bool {
-		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 2
-	})
-	if err := cl.ProduceSync(ctx,
-		at(0, userEvent("test-user", nogapIDPrefix+"m4", "2023-11-22T01:00:00Z")),
-		at(1, userEvent("test-user", nogapIDPrefix+"m5", "2023-11-22T01:00:00Z")),
-	).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	waitCommitted(t, adm, cfg.Group, 30*time.Second)
-	if err := m.stop(t); err != nil {
-		t.Fatal(err)
-	}
+	}, "m0", "m1", "m2", "m3", "m4", "m5")
 	entries := watchEntryRecords(t, brokers)
 	if len(entries) != 2 || !bytes.Contains(entries[0].Value, []byte("2023-11-21T23:40:00Z")) {
-		t.Fatalf("watch entries %d, want 2, the second quarantine's first: the test no longer reads them out of order", len(entries))
+		t.Errorf("watch entries %d, want 2, the second quarantine's first: the test no longer reads them out of order", len(entries))
 	}
-	want := map[string]int{}
-	for _, id := range []string{"m0", "m1", "m2", "m3", "m4", "m5"} {
-		want[nogapIDPrefix+id] = 1
-	}
-	checkPostFindings(t, brokers, want)
 }
 
 // TestSecondQuarantineAfterTheFirstsMarkers: test-user's first watch is
@@ -145,27 +141,7 @@ func TestSecondQuarantineAfterTheFirstsMarkers(t *testing.T) {
 	).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the second context document", func() bool {
-		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 2
-	})
-	if err := cl.ProduceSync(ctx,
-		at(0, userEvent("test-user", nogapIDPrefix+"k3", "2023-11-22T01:00:00Z")),
-		at(1, userEvent("test-user", nogapIDPrefix+"k4", "2023-11-22T01:00:00Z")),
-	).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	waitCommitted(t, adm, cfg.Group, 30*time.Second)
-	if err := m.stop(t); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]int{}
-	for _, id := range []string{"k0", "k1", "k2", "k3", "k4"} {
-		want[nogapIDPrefix+id] = 1
-	}
-	checkPostFindings(t, brokers, want)
-	if docs := readTopic(t, brokers, contextTopic, true); len(docs) != 2 {
-		t.Errorf("read_committed: %d context documents, want 2", len(docs))
-	}
+	callsADayLaterThenCheck(t, brokers, adm, cl, cfg, m, "k0", "k1", "k2", "k3", "k4")
 }
 
 // TestSuccessiveWatchesOfAUser: the loader's windows for test-user
@@ -326,13 +302,7 @@ func TestSecondQuarantineAcrossMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPostFindings(t, brokers, want)
-	marks := 0
-	for _, r := range readTopic(t, brokers, watchlistTopic, true) {
-		if bytes.HasPrefix(r.Key, []byte(producer.WatchMarkKeyPrefix)) {
-			marks++
-		}
-	}
-	if marks != 2*partitions {
+	if marks := committedMarkers(t, brokers); marks != 2*partitions {
 		t.Errorf("%d markers committed, want one per watch and partition (%d)", marks, 2*partitions)
 	}
 }

@@ -818,16 +818,7 @@ func TestExactlyOnceCase(t *testing.T) {
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, all()...)
 	r.step("caught up after the kills")
 
-	r.step("rebalance: rolling restart of a (SIGTERM, then a new process with its transactional id), while the last of the user's events are written")
-	stopAll(t, ins["a"])
-	ins["a2"] = startInstance(t, "a2", ins["a"].txnID, args)
-	r.landed(r.write(ctx, caseNoisePhase, r.plantPosts(5, q.Add(time.Hour), false)))
-	running := []*instance{ins["a2"], ins["b"]}
-	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, running...)
-	workerDone := r.waitCaseWorker(ctx, caseDuring, running...)
-	r.step("caught up; the case worker has committed every watchlist record: %v", workerDone)
-	stopAll(t, running...)
-	r.step("stopped")
+	r.restartAndStop(ctx, ins, args, caseDuring, r.plantPosts(5, q.Add(time.Hour), false))
 
 	e := r.finish(ctx, kcat, outDuring, caseDuring, ins["a"], ins["b"])
 	outAfter, caseAfter, hanging := e.outAfter, e.caseAfter, e.hanging
@@ -920,6 +911,25 @@ func (r *caseRun) waitCaseWorker(ctx context.Context, caseDuring *caseReader, ru
 		}
 		return true
 	}, running...)
+}
+
+// restartAndStop ends a case run's faults: a rolling restart of instance
+// a (SIGTERM, then a new process with its transactional id, a2), while
+// the last of the user's events are written; then, once the group has
+// caught up and the case worker has committed every watchlist record, it
+// stops a2 and b.
+func (r *caseRun) restartAndStop(ctx context.Context, ins map[string]*instance, args []string, caseDuring *caseReader, last []placed) {
+	t := r.t
+	r.step("rebalance: rolling restart of a (SIGTERM, then a new process with its transactional id), while the last of the user's events are written")
+	stopAll(t, ins["a"])
+	ins["a2"] = startInstance(t, "a2", ins["a"].txnID, args)
+	r.landed(r.write(ctx, caseNoisePhase, last))
+	running := []*instance{ins["a2"], ins["b"]}
+	waitCaughtUp(t, r.adm, r.p.group, r.p.source, caseWaitLimit, running...)
+	workerDone := r.waitCaseWorker(ctx, caseDuring, running...)
+	r.step("caught up; the case worker has committed every watchlist record: %v", workerDone)
+	stopAll(t, running...)
+	r.step("stopped")
 }
 
 // caseEnd is what the readers read of a stopped case run.

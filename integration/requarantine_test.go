@@ -104,16 +104,7 @@ func TestExactlyOnceRequarantine(t *testing.T) {
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, all()...)
 	r.step("caught up after the kills")
 
-	r.step("rebalance: rolling restart of a, while the last of the user's events are written")
-	stopAll(t, ins["a"])
-	ins["a2"] = startInstance(t, "a2", ins["a"].txnID, args)
-	r.landed(r.write(ctx, caseNoisePhase, r.plantPosts(3, q2.Add(time.Hour), false)))
-	running := []*instance{ins["a2"], ins["b"]}
-	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, running...)
-	workerDone := r.waitCaseWorker(ctx, caseDuring, running...)
-	r.step("caught up; the case worker has committed every watchlist record: %v", workerDone)
-	stopAll(t, running...)
-	r.step("stopped")
+	r.restartAndStop(ctx, ins, args, caseDuring, r.plantPosts(3, q2.Add(time.Hour), false))
 
 	e := r.finish(ctx, kcat, outDuring, caseDuring, ins["a"], ins["b"])
 	vDuring, vAfter := outDuring.compare(t, r.exp), e.outAfter.compare(t, r.exp)
