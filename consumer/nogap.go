@@ -114,7 +114,7 @@ func (w *watchLoader) applyMark(r *kgo.Record) bool {
 }
 
 // dropOrphanMarks forgets the markers of entries not loaded (ended,
-// replaced, expired). It runs once caught up at start-up only: later, a
+// expired). It runs once caught up at start-up only: later, a
 // marker may be read just before its entry, which is on another partition.
 func (w *watchLoader) dropOrphanMarks() {
 	alerts := map[string]bool{}
@@ -400,8 +400,8 @@ func (l *loop) pollContext(ctx context.Context, list *matcher.Watchlist, tick, m
 
 // gapMarks waits until a marker of entry is known on every partition of
 // every source topic and returns them, with the windows of the entry's gap. ok is
-// false when the entry is no longer loaded (ended, replaced, expired): no
-// loop writes its markers.
+// false when the entry is no longer loaded (ended, expired, or one of more
+// than maxWatchesPerUser): no loop writes its markers.
 func (w *caseWorker) gapMarks(ctx context.Context, entry *producer.WatchEntry, at *kgo.Record, parts []partRange) (map[markKey]int64, []matcher.WatchEntry, bool, error) {
 	began := time.Now()
 	lastLog := began
@@ -562,7 +562,7 @@ func (s *watchSnapshot) listOrNil() *matcher.Watchlist {
 // gapAlerts returns the post-quarantine alerts of entry below the loop's
 // markers, once every source partition has one; none without a loader,
 // or when the entry is no longer loaded (logged: the window of an entry
-// replaced or ended before its markers were written is not covered).
+// ended before its markers were written is not covered).
 func (w *caseWorker) gapAlerts(ctx context.Context, entry *producer.WatchEntry, at *kgo.Record) ([]*kgo.Record, error) {
 	if w.watch == nil {
 		return nil, nil
@@ -587,7 +587,7 @@ func (w *caseWorker) gapAlerts(ctx context.Context, entry *producer.WatchEntry, 
 		return nil, err
 	}
 	if !ok {
-		w.cfg.Logger.Warn("case worker: the watch entry is no longer loaded (ended, replaced or expired); its document is written without the gap's post-quarantine findings",
+		w.cfg.Logger.Warn("case worker: the watch entry is no longer loaded (ended or expired); its document is written without the gap's post-quarantine findings",
 			"alert_id", entry.AlertID)
 		return nil, nil
 	}

@@ -129,9 +129,10 @@ func watchEntry(e producer.WatchEntry) matcher.WatchEntry {
 // partitions of the sources it owns: the events of a watched user may be
 // on any of them. It reads with a plain client (no group: every instance
 // needs every entry), read_committed (an entry exists once its alert's
-// transaction committed), from the start, and keeps the latest record per
-// key as compaction will: an entry, replaced by a later one for the same
-// user, removed by a tombstone. After each poll that changed the set it
+// transaction committed), from the start, and keeps every watch of a user
+// it reads (successive.go: a user quarantined again has a watch per
+// quarantine), until a tombstone or an end record removes them. After each
+// poll that changed the set it
 // hands the matcher a new immutable Watchlist (SetWatchlist swaps it
 // atomically; the hot path takes no lock). Entries whose window has ended,
 // by the detection clock, are dropped on a timer.
