@@ -425,7 +425,7 @@ func (l *loop) transact(ctx context.Context, records []*kgo.Record) (bool, strin
 		}
 		src := sourceOf(r)
 		for _, f := range res.Findings {
-			out, err := producer.EncodeRecord(l.cfg.Encoder, f, src, detected, l.cfg.AlertsTopic)
+			out, err := producer.EncodeRecord(l.cfg.Encoder, snap.asOpened(f), src, detected, l.cfg.AlertsTopic)
 			if err == nil {
 				out, err = producer.FitAlert(l.cfg.Encoder, out, int(l.limits.alerts.Load()))
 			}

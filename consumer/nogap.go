@@ -75,6 +75,20 @@ type watchSnapshot struct {
 	// gap is, by alert id, the windows of calls the watch's case worker
 	// reports below its markers (successive.go).
 	gap map[string][]matcher.WatchEntry
+	// opened is, by alert id, the watch as its quarantine opened it: what
+	// a post-quarantine alert names, whichever part of the window the
+	// matcher had for it (successive.go).
+	opened map[string]*matcher.WatchEntry
+}
+
+// asOpened returns f naming its watch as the quarantine opened it.
+func (s *watchSnapshot) asOpened(f matcher.Finding) matcher.Finding {
+	if f.Watch != nil && s != nil {
+		if w, ok := s.opened[f.Watch.AlertID]; ok {
+			f.Watch = w
+		}
+	}
+	return f
 }
 
 // markerRecheck is how often an idle member with entries loaded looks
@@ -131,12 +145,14 @@ func (w *watchLoader) dropOrphanMarks() {
 func (w *watchLoader) publishSnapshot() {
 	s := &watchSnapshot{list: w.matcher.Watchlist(), entries: make(map[string]producer.WatchEntry, len(w.entries)),
 		marks: map[markKey]int64{}, position: maps.Clone(w.position), ended: maps.Clone(w.ended), first: make(map[string]recordAt, len(w.entries)),
-		gap: make(map[string][]matcher.WatchEntry, len(w.entries))}
+		gap: make(map[string][]matcher.WatchEntry, len(w.entries)), opened: make(map[string]*matcher.WatchEntry, len(w.entries))}
 	for _, u := range w.entries {
 		for _, l := range u.watches {
 			s.entries[l.AlertID] = l.WatchEntry
 			s.first[l.AlertID] = l.first
 			s.gap[l.AlertID] = l.gapWindows()
+			opened := watchEntry(l.WatchEntry)
+			s.opened[l.AlertID] = &opened
 		}
 	}
 	for k, o := range w.marks {
@@ -492,6 +508,7 @@ func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *p
 	}
 	sc := m.NewScanner()
 	detected := w.cfg.Now()
+	opened := watchEntry(*entry) // what its alerts name: gap is a part of it
 	limit := unknownMaxMessageBytes
 	if w.cfg.limits != nil {
 		limit = int(w.cfg.limits.alerts.Load())
@@ -509,6 +526,7 @@ func (w *caseWorker) gapFindings(ctx context.Context, adm *kadm.Client, entry *p
 				if f.Watch == nil || f.Watch.AlertID != entry.AlertID {
 					continue
 				}
+				f.Watch = &opened
 				rec, err := producer.EncodeRecord(w.cfg.Encoder, f, sourceOf(r), detected, w.cfg.AlertsTopic)
 				if err == nil {
 					rec, err = producer.FitAlert(w.cfg.Encoder, rec, limit)

@@ -3,6 +3,7 @@ package consumer
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/quarantine-watch/quarantine-watch/matcher"
+	"github.com/quarantine-watch/quarantine-watch/producer"
 )
 
 // quarantineAt returns the sample quarantine of test-user as another event:
@@ -27,19 +29,22 @@ func quarantineAt(t *testing.T, suffix, eventTime string) []byte {
 }
 
 // callsADayLaterThenCheck waits for both context documents of test-user's
-// two quarantines, produces a call of the user a day later on each
-// partition, named by the last two of ids, stops member m and checks that
-// each of ids is one post-quarantine finding and that there are two
-// context documents.
+// two quarantines, produces calls of the user named by the last three of
+// ids: one delivered late, whose time (23:35 on the first day) is between
+// the two quarantines, and one a day later on each partition. Then it
+// stops member m and checks that each of ids is one post-quarantine
+// finding, that there are two context documents, and the windows the
+// alerts name (checkWatchWindows).
 func callsADayLaterThenCheck(t *testing.T, brokers []string, adm *kadm.Client, cl *kgo.Client, cfg Config, m *member, ids ...string) {
 	t.Helper()
 	waitFor(t, "a context document per quarantine", func() bool {
 		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 2
 	})
-	later := ids[len(ids)-2:]
+	later := ids[len(ids)-3:]
 	if err := cl.ProduceSync(context.Background(),
-		&kgo.Record{Partition: 0, Value: userEvent("test-user", nogapIDPrefix+later[0], "2023-11-22T01:00:00Z")},
-		&kgo.Record{Partition: 1, Value: userEvent("test-user", nogapIDPrefix+later[1], "2023-11-22T01:00:00Z")},
+		&kgo.Record{Partition: 1, Value: userEvent("test-user", nogapIDPrefix+later[0], "2023-11-21T23:35:00Z")},
+		&kgo.Record{Partition: 0, Value: userEvent("test-user", nogapIDPrefix+later[1], "2023-11-22T01:00:00Z")},
+		&kgo.Record{Partition: 1, Value: userEvent("test-user", nogapIDPrefix+later[2], "2023-11-22T01:00:00Z")},
 	).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +60,44 @@ func callsADayLaterThenCheck(t *testing.T, brokers []string, adm *kadm.Client, c
 	if docs := readTopic(t, brokers, contextTopic, true); len(docs) != 2 {
 		t.Errorf("read_committed: %d context documents, want 2", len(docs))
 	}
+	checkWatchWindows(t, brokers)
 }
+
+// checkWatchWindows checks that every post-quarantine alert names its
+// watch's window as the quarantine set it: opened at the time of one of
+// the test's quarantines (quarantineTimes), until 72 hours later (the
+// service's --watch-for), whichever part of it the instance matched with.
+func checkWatchWindows(t *testing.T, brokers []string) {
+	t.Helper()
+	post := map[string]bool{}
+	for _, r := range matcher.PostQuarantineRules {
+		post[r.ID] = true
+	}
+	for _, r := range readTopic(t, brokers, alertsTopic, true) {
+		if !post[header(r, producer.HeaderRuleID)] {
+			continue
+		}
+		var a struct {
+			QW struct {
+				Watch struct {
+					OpenedAt time.Time `json:"opened_at"`
+					Until    time.Time `json:"until"`
+				} `json:"watch"`
+			} `json:"quarantine_watch"`
+		}
+		if err := json.Unmarshal(r.Value, &a); err != nil {
+			t.Fatalf("a post-quarantine alert that is not JSON: %v", err)
+		}
+		w := a.QW.Watch
+		if !slices.Contains(quarantineTimes, w.OpenedAt.Format(time.RFC3339)) || !w.Until.Equal(w.OpenedAt.Add(72*time.Hour)) {
+			t.Errorf("a post-quarantine alert names the window (%s, %s], want a quarantine's of %v and 72 hours", w.OpenedAt.Format(time.RFC3339),
+				w.Until.Format(time.RFC3339), quarantineTimes)
+		}
+	}
+}
+
+// quarantineTimes are the event times of the quarantines of these tests.
+var quarantineTimes = []string{"2023-11-21T23:23:52Z", "2023-11-21T23:40:00Z", "2023-11-22T00:00:00Z"}
 
 // twoQuarantinesInOneBatch produces batch, test-user's two quarantines
 // and calls, on the source topic's two partitions, then starts one member
@@ -90,7 +132,7 @@ func TestSecondQuarantineInTheSameBatch(t *testing.T) {
 		at(0, quarantineAt(t, "a2", "2023-11-21T23:40:00Z")),
 		at(1, userEvent("test-user", nogapIDPrefix+"j2", "2023-11-21T23:50:00Z")),
 		at(0, userEvent("test-user", nogapIDPrefix+"j3", "2023-11-21T23:51:00Z")),
-	}, "j0", "j1", "j2", "j3", "j4", "j5")
+	}, "j0", "j1", "j2", "j3", "j6", "j4", "j5")
 }
 
 // TestQuarantinesOutOfOrder: test-user's second quarantine is on partition
@@ -106,7 +148,7 @@ func TestQuarantinesOutOfOrder(t *testing.T) {
 		at(1, quarantineAt(t, "d1", "2023-11-21T23:23:52Z")),
 		at(1, userEvent("test-user", nogapIDPrefix+"m2", "2023-11-21T23:31:00Z")),
 		at(1, userEvent("test-user", nogapIDPrefix+"m3", "2023-11-21T23:51:00Z")),
-	}, "m0", "m1", "m2", "m3", "m4", "m5")
+	}, "m0", "m1", "m2", "m3", "m6", "m4", "m5")
 	entries := watchEntryRecords(t, brokers)
 	if len(entries) != 2 || !bytes.Contains(entries[0].Value, []byte("2023-11-21T23:40:00Z")) {
 		t.Errorf("watch entries %d, want 2, the second quarantine's first: the test no longer reads them out of order", len(entries))
@@ -141,7 +183,7 @@ func TestSecondQuarantineAfterTheFirstsMarkers(t *testing.T) {
 	).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	callsADayLaterThenCheck(t, brokers, adm, cl, cfg, m, "k0", "k1", "k2", "k3", "k4")
+	callsADayLaterThenCheck(t, brokers, adm, cl, cfg, m, "k0", "k1", "k2", "k5", "k3", "k4")
 }
 
 // TestSuccessiveWatchesOfAUser: the loader's windows for test-user
@@ -302,6 +344,7 @@ func TestSecondQuarantineAcrossMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPostFindings(t, brokers, want)
+	checkWatchWindows(t, brokers)
 	if marks := committedMarkers(t, brokers); marks != 2*partitions {
 		t.Errorf("%d markers committed, want one per watch and partition (%d)", marks, 2*partitions)
 	}

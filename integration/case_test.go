@@ -68,6 +68,7 @@ const (
 	caseNoisePhase1 = 4000
 	caseNoisePhase  = 2000
 	caseLookback    = 24 * time.Hour // the service's --context-lookback default
+	caseWatchFor    = 72 * time.Hour // the service's --watch-for default
 	caseWaitLimit   = 2 * time.Minute
 	// caseAsyncLimit bounds the waits for what the service does beside the
 	// group's progress (the watch entry, the case worker's commit); without
@@ -358,14 +359,17 @@ type watchedAlert struct {
 			Offset    int64  `json:"offset"`
 		} `json:"source"`
 		Watch *struct {
-			AlertID string `json:"alert_id"`
+			AlertID  string    `json:"alert_id"`
+			OpenedAt time.Time `json:"opened_at"`
+			Until    time.Time `json:"until"`
 		} `json:"watch"`
 	} `json:"quarantine_watch"`
 }
 
 // checkWatchedAlert returns what is wrong with the alert of post-quarantine
-// event ev, "" if nothing: its watch must be one of quarantineIDs.
-func checkWatchedAlert(value []byte, ev postEvent, source string, quarantineIDs ...string) string {
+// event ev, "" if nothing: its watch must be one of quarantineIDs, with
+// the window its quarantine opened, (opened[id], opened[id]+caseWatchFor].
+func checkWatchedAlert(value []byte, ev postEvent, source string, opened map[string]time.Time, quarantineIDs ...string) string {
 	var a watchedAlert
 	if err := json.Unmarshal(value, &a); err != nil {
 		return fmt.Sprintf("not a JSON document: %v", err)
@@ -374,8 +378,11 @@ func checkWatchedAlert(value []byte, ev postEvent, source string, quarantineIDs 
 	if got := a.QW.Source; got.Topic != source || got.Partition != ev.at.partition || got.Offset != ev.at.offset {
 		problems = append(problems, fmt.Sprintf("source %s %d/%d, want %s %v", got.Topic, got.Partition, got.Offset, source, ev.at))
 	}
-	if a.QW.Watch == nil || !slices.Contains(quarantineIDs, a.QW.Watch.AlertID) {
-		problems = append(problems, fmt.Sprintf("watch %+v, want the alert id of the quarantine %v", a.QW.Watch, quarantineIDs))
+	if w := a.QW.Watch; w == nil || !slices.Contains(quarantineIDs, w.AlertID) {
+		problems = append(problems, fmt.Sprintf("watch %+v, want the alert id of the quarantine %v", w, quarantineIDs))
+	} else if q := opened[w.AlertID]; !w.OpenedAt.Equal(q) || !w.Until.Equal(q.Add(caseWatchFor)) {
+		problems = append(problems, fmt.Sprintf("watch window (%s, %s], want the quarantine's (%s, %s]", w.OpenedAt.Format(time.RFC3339),
+			w.Until.Format(time.RFC3339), q.Format(time.RFC3339), q.Add(caseWatchFor).Format(time.RFC3339)))
 	}
 	return strings.Join(problems, "; ")
 }
@@ -863,7 +870,7 @@ func TestExactlyOnceCase(t *testing.T) {
 	}
 
 	// The post-quarantine findings, to every reader.
-	want, found, dups, gapMisses := r.countPosts(e, func(postEvent) []string { return []string{quarantineID} }, quarantineID)
+	want, found, dups, gapMisses := r.countPosts(e, map[string]time.Time{quarantineID: q}, func(postEvent) []string { return []string{quarantineID} })
 	dups = max(dups, docs-1, vDuring.duplicateCopies, vAfter.duplicateCopies, vDuring.duplicates(), vAfter.duplicates())
 	mustMatch(t, "franz-go during", vDuring)
 	mustMatch(t, "franz-go after", vAfter)
@@ -979,12 +986,13 @@ func (r *caseRun) finish(ctx context.Context, kcat string, outDuring *outputRead
 }
 
 // countPosts checks the findings of the planted events after the
-// quarantines: each must be read exactly once by every reader, naming one
-// of the watches watches(ev) gives; every alert a reader read must be
-// expected, and each quarantine's alert read once. A gap miss is a
+// quarantines, opened by alert id: each must be read exactly once by every
+// reader, naming one of the watches watches(ev) gives, with its window;
+// every alert a reader read must be expected, and each quarantine's alert
+// read once. A gap miss is a
 // finding of an event written with a quarantine that a reader did not
 // read at all; dups is the most extra copies of one alert.
-func (r *caseRun) countPosts(e caseEnd, watches func(postEvent) []string, quarantineIDs ...string) (want, found, dups, gapMisses int) {
+func (r *caseRun) countPosts(e caseEnd, opened map[string]time.Time, watches func(postEvent) []string) (want, found, dups, gapMisses int) {
 	t := r.t
 	readers := []struct {
 		name   string
@@ -1006,7 +1014,7 @@ func (r *caseRun) countPosts(e caseEnd, watches func(postEvent) []string, quaran
 		}
 		for _, rd := range []*outputReader{e.outDuring, e.outAfter} {
 			if v := rd.alertValue(id); v != nil {
-				if problem := checkWatchedAlert(v, ev, r.p.source, watches(ev)...); problem != "" {
+				if problem := checkWatchedAlert(v, ev, r.p.source, opened, watches(ev)...); problem != "" {
 					ok = false
 					t.Errorf("the post-quarantine alert of %q (event %s at %v): %s", ev.step.what, ev.eventID, ev.at, problem)
 				}
@@ -1031,7 +1039,7 @@ func (r *caseRun) countPosts(e caseEnd, watches func(postEvent) []string, quaran
 				t.Errorf("%s: alert %s is not expected (a finding of an event the plan says is none?)", rd.name, id)
 			}
 		}
-		for _, q := range quarantineIDs {
+		for q := range opened {
 			if n := rd.alerts[q]; n != 1 {
 				t.Errorf("%s: the quarantine's alert %s read %d times, want once", rd.name, q, n)
 			}

@@ -19,13 +19,15 @@ import (
 // quarantines of one user"). Each quarantine is written in one produce
 // request with U's events on every partition after it (the gap case); an
 // instance is SIGKILLed before each, and the rolling restart of the other
-// comes while U's last events are written. The oracle, from the plan
+// comes while U's last events are written, with events of U delivered
+// late (their time between the quarantines). The oracle, from the plan
 // alone: every finding the plan gives U's events after the first
 // quarantine is read exactly once by franz-go (while the run goes and
 // after it) and by kcat, read_committed; an event before the second
 // quarantine is a finding of the first watch, an event after it of either
 // watch (of the one the loop had loaded when it matched it, or in the gap
-// of the first whose window holds it); there are two context documents,
+// of the first whose window holds it), and names the window its quarantine
+// opened; there are two context documents,
 // keyed by the two alerts, and two watch entries.
 func TestExactlyOnceRequarantine(t *testing.T) {
 	if testing.Short() {
@@ -104,7 +106,9 @@ func TestExactlyOnceRequarantine(t *testing.T) {
 	waitCaughtUp(t, adm, p.group, p.source, caseWaitLimit, all()...)
 	r.step("caught up after the kills")
 
-	r.restartAndStop(ctx, ins, args, caseDuring, r.plantPosts(3, q2.Add(time.Hour), false))
+	// The last of the user's events, and as many delivered late: their
+	// time is between the two quarantines, and the loaders have both.
+	r.restartAndStop(ctx, ins, args, caseDuring, append(r.plantPosts(3, q2.Add(time.Hour), false), r.plantPosts(4, q1.Add(10*time.Minute), false)...))
 
 	e := r.finish(ctx, kcat, outDuring, caseDuring, ins["a"], ins["b"])
 	vDuring, vAfter := outDuring.compare(t, r.exp), e.outAfter.compare(t, r.exp)
@@ -140,12 +144,12 @@ func TestExactlyOnceRequarantine(t *testing.T) {
 		order = "second, first" // the quarantines' partitions were matched in the other order
 	}
 	t.Logf("watch entries written: %s", order)
-	want, found, dups, gapMisses := r.countPosts(e, func(ev postEvent) []string {
+	want, found, dups, gapMisses := r.countPosts(e, map[string]time.Time{id1: q1, id2: q2}, func(ev postEvent) []string {
 		if ev.eventTime.After(q2) {
 			return []string{id1, id2}
 		}
 		return []string{id1}
-	}, id1, id2)
+	})
 	dups = max(dups, docs-2, vDuring.duplicateCopies, vAfter.duplicateCopies, vDuring.duplicates(), vAfter.duplicates())
 	line := fmt.Sprintf("eos-requarantine: quarantines=2 context_docs=%d post_findings=%d/%d duplicates=%d gap_misses=%d hanging=%d",
 		docs, found, want, dups, gapMisses, e.hanging)
