@@ -211,7 +211,8 @@ type placed struct {
 	partition int32
 }
 
-// caseRun is the state of TestExactlyOnceCase.
+// caseRun is the state of TestExactlyOnceCase and
+// TestExactlyOnceRequarantine.
 type caseRun struct {
 	t     *testing.T
 	b     *kafkatest.Broker
@@ -222,7 +223,8 @@ type caseRun struct {
 	rng   *rand.Rand
 	exp   *expected
 	began time.Time
-	next  int32 // the partition of the next noise record
+	seed  uint64 // of rng: the clock's, logged
+	next  int32  // the partition of the next noise record
 
 	posts []postEvent
 	// postWant are the post-quarantine alerts the planted events must
@@ -231,6 +233,26 @@ type caseRun struct {
 	postWant map[string]string
 	// where the quarantine's record landed
 	quarantineAt pos
+}
+
+// newCaseRun starts what a case run needs (the broker, kcat, the
+// pipeline's topics) and returns the run's state and kcat's path: its noise
+// from the generator seeded genSeed, the places of its planted events from
+// a generator seeded with the clock and stream.
+func newCaseRun(t *testing.T, genSeed int64, stream uint64) (*caseRun, string) {
+	t.Helper()
+	b := kafka.Broker(t)
+	kcat := lookKcat(t)
+	p := newPipeline(t)
+	adm := newAdmin(t, b)
+	p.create(t, b, adm, nil)
+	seed := uint64(time.Now().UnixNano())
+	return &caseRun{
+		t: t, b: b, p: p, adm: adm, w: newSourceWriter(t, b, p.source),
+		gen:  cloudtrailgen.New(cloudtrailgen.Config{Seed: genSeed, NearMissRate: 0.05, MalformedRate: 0.01}),
+		rng:  rand.New(rand.NewPCG(seed, stream)),
+		seed: seed, exp: newExpected(), postWant: map[string]string{}, began: time.Now(),
+	}, kcat
 }
 
 func (r *caseRun) step(format string, args ...any) {
@@ -719,15 +741,11 @@ func TestExactlyOnceCase(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes a minute or two; -short skips it")
 	}
-	b := kafka.Broker(t)
-	kcat := lookKcat(t)
-	p := newPipeline(t)
-	adm := newAdmin(t, b)
-	p.create(t, b, adm, nil)
+	r, kcat := newCaseRun(t, 1314, 0xca5e)
+	b, p, adm, began := r.b, r.p, r.adm, r.began
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	began := time.Now()
 	// The quarantine two hours ago: the watch's window, (q, q+72h], and
 	// the look-back's, [q-24h, q], are in event time; a time near the
 	// clock keeps the entry unexpired for any reading of "expired".
@@ -756,14 +774,8 @@ func TestExactlyOnceCase(t *testing.T) {
 	truth := c.Truth(q.Add(-caseLookback))
 	quarantineID := alertIDOf(elasticRuleID, c.QuarantineEventID)
 
-	seed := uint64(time.Now().UnixNano())
 	t.Logf("case run: seed %d, quarantine at %s, %d of the case's events before it, %d of them the user's in the look-back window",
-		seed, q.Format(time.RFC3339), qi, truth.Events)
-	r := &caseRun{
-		t: t, b: b, p: p, adm: adm, w: newSourceWriter(t, b, p.source),
-		gen: cloudtrailgen.New(cloudtrailgen.Config{Seed: 1314, NearMissRate: 0.05, MalformedRate: 0.01}),
-		rng: rand.New(rand.NewPCG(seed, 0xca5e)), exp: newExpected(), postWant: map[string]string{}, began: began,
-	}
+		r.seed, q.Format(time.RFC3339), qi, truth.Events)
 	r.exp.alerts[quarantineID] = "the quarantine " + c.QuarantineEventID
 
 	outDuring := startReader(t, b, p)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -33,16 +32,12 @@ func TestExactlyOnceRequarantine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes a minute; -short skips it")
 	}
-	b := kafka.Broker(t)
-	kcat := lookKcat(t)
-	p := newPipeline(t)
-	adm := newAdmin(t, b)
-	p.create(t, b, adm, nil)
+	r, kcat := newCaseRun(t, 1316, 0x2e9a)
+	b, p, adm := r.b, r.p, r.adm
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	began := time.Now()
-	q1 := began.Add(-2 * time.Hour).Truncate(time.Second).UTC()
+	q1 := r.began.Add(-2 * time.Hour).Truncate(time.Second).UTC()
 	q2 := q1.Add(30 * time.Minute)
 	c := cloudtrailgen.PlantCase(cloudtrailgen.CaseConfig{Seed: 1313, Quarantine: q1})
 	var first []byte
@@ -60,13 +55,7 @@ func TestExactlyOnceRequarantine(t *testing.T) {
 	}
 	id1, id2 := alertIDOf(elasticRuleID, c.QuarantineEventID), alertIDOf(elasticRuleID, secondEventID)
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("requarantine run: seed %d, quarantines at %s and %s", seed, q1.Format(time.RFC3339), q2.Format(time.RFC3339))
-	r := &caseRun{
-		t: t, b: b, p: p, adm: adm, w: newSourceWriter(t, b, p.source),
-		gen: cloudtrailgen.New(cloudtrailgen.Config{Seed: 1316, NearMissRate: 0.05, MalformedRate: 0.01}),
-		rng: rand.New(rand.NewPCG(seed, 0x2e9a)), exp: newExpected(), postWant: map[string]string{}, began: began,
-	}
+	t.Logf("requarantine run: seed %d, quarantines at %s and %s", r.seed, q1.Format(time.RFC3339), q2.Format(time.RFC3339))
 	r.exp.alerts[id1] = "the first quarantine " + c.QuarantineEventID
 	r.exp.alerts[id2] = "the second quarantine " + secondEventID
 
