@@ -299,11 +299,19 @@ func (l *loop) writeMarks(ctx context.Context, due []markKey, records []*kgo.Rec
 	// has answered: a marker written before would say -1 (every record
 	// matched with the entry) for a partition whose earlier records the
 	// previous owner matched without it.
+	//
+	// When the group's coordinator cannot answer (a broker down), those
+	// markers wait for a later transaction: this one has no record of
+	// their partitions, so it matches none of them with the entry, and the
+	// marker written later is still the first offset matched with it.
+	// Aborting the batch for them would replay it into the same failure
+	// until the member gave up.
 	var committed kadm.OffsetResponses
+	fetched := true
 	for _, k := range due {
 		_, inBatch := first[markKey{"", k.topic, k.partition}]
 		_, read := uncommitted[k.topic][k.partition]
-		if !inBatch && !read && committed == nil {
+		if !inBatch && !read && committed == nil && fetched {
 			var err error
 			fctx, cancel := context.WithTimeout(ctx, markerFetchTimeout)
 			committed, err = kadm.NewClient(cl).FetchOffsets(fctx, l.cfg.Group)
@@ -312,8 +320,9 @@ func (l *loop) writeMarks(ctx context.Context, due []markKey, records []*kgo.Rec
 				err = committed.Error()
 			}
 			if err != nil {
-				l.setProduceErr(fmt.Errorf("consumer: markers: fetching the group's offsets: %w", err))
-				return
+				fetched = false
+				l.cfg.Logger.Warn("watch markers: the group's committed offsets could not be fetched; the markers of partitions this member has not read wait for a later transaction",
+					"err", err)
 			}
 		}
 	}
@@ -323,6 +332,8 @@ func (l *loop) writeMarks(ctx context.Context, due []markKey, records []*kgo.Rec
 			offset = o
 		} else if o, ok := uncommitted[k.topic][k.partition]; ok && o.Offset >= 0 {
 			offset = o.Offset
+		} else if !fetched {
+			continue // its place is not known: written later
 		} else if o, ok := committed.Lookup(k.topic, k.partition); ok && o.At >= 0 {
 			offset = o.At
 		}

@@ -8,10 +8,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -269,6 +271,14 @@ func TestMarkersRideWithTraffic(t *testing.T) {
 // produces to the source topic's partition each record names.
 func oneBrokerWatchCluster(t *testing.T, partitions int32) ([]string, *kadm.Client, *kgo.Client) {
 	t.Helper()
+	_, brokers, adm, cl := oneBrokerWatchKfake(t, partitions)
+	return brokers, adm, cl
+}
+
+// oneBrokerWatchKfake is oneBrokerWatchCluster with the cluster, for tests
+// that inject broker errors.
+func oneBrokerWatchKfake(t *testing.T, partitions int32) (*kfake.Cluster, []string, *kadm.Client, *kgo.Client) {
+	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, sourceTopic, alertsTopic, dlqTopic))
 	if err != nil {
 		t.Fatal(err)
@@ -283,5 +293,86 @@ func oneBrokerWatchCluster(t *testing.T, partitions int32) ([]string, *kadm.Clie
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return brokers, adm, cl
+	return cluster, brokers, adm, cl
+}
+
+// TestMarkersWaitOutAnOffsetFetchFailure: a marker of a partition the
+// member has not read yet is placed at the group's committed offset, which
+// the member asks the group coordinator for. While the coordinator cannot
+// answer (killed, in the CI run that found this: "5 batches in a row
+// aborted, last produce error: consumer: markers: fetching the group's
+// offsets: unable to dial"), the member must go on and write that marker
+// later, not abort batch after batch until it exits. Here the fetch is
+// refused with an error kadm returns at once; an unreachable coordinator
+// reaches the same place after franz-go's retries. The quarantine is on
+// partition 0, so partition 1, empty, needs the fetch. Run on the
+// service's defaults.
+func TestMarkersWaitOutAnOffsetFetchFailure(t *testing.T) {
+	cluster, brokers, adm, cl := oneBrokerWatchKfake(t, 2)
+	cfg := watchConfig(t, brokers, 1)
+	m := startMember(t, cfg)
+	waitReady(t, cfg, m)
+	waitTwoPartitionsAssigned := func() bool {
+		groups, err := adm.DescribeGroups(context.Background(), cfg.Group)
+		if err != nil || groups[cfg.Group].State != "Stable" {
+			return false
+		}
+		for _, mem := range groups[cfg.Group].Members {
+			if a, ok := mem.Assigned.AsConsumer(); ok && len(a.Topics) == 1 && len(a.Topics[0].Partitions) == 2 {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "the member assigned both partitions", waitTwoPartitionsAssigned)
+
+	var mu sync.Mutex
+	refusing, refused := true, 0
+	cluster.ControlKey(int16(kmsg.OffsetFetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		r := req.(*kmsg.OffsetFetchRequest)
+		if !refusing || len(r.Groups) != 1 || r.Groups[0].Group != cfg.Group {
+			return nil, nil, false
+		}
+		refused++
+		resp := r.ResponseKind().(*kmsg.OffsetFetchResponse)
+		g := kmsg.NewOffsetFetchResponseGroup()
+		g.Group, g.ErrorCode = cfg.Group, kerr.GroupAuthorizationFailed.Code
+		resp.Groups = append(resp.Groups, g)
+		return resp, nil, true
+	})
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Partition: 0, Value: readSample(t, "02_attach_user_policy_quarantine_v2_panther.json")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the marker fetch refused more times than batches may abort in a row", func() bool {
+		select {
+		case err := <-m.done:
+			t.Fatalf("the member stopped while the group's offsets could not be fetched: %v", err)
+		default:
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return refused > maxFailedBatches+2
+	})
+	mu.Lock()
+	refusing = false
+	mu.Unlock()
+	waitFor(t, "the context document, once every marker is written", func() bool {
+		return gaugeValue(t, cfg.Metrics.Lookbacks.WithLabelValues("written")) >= 1
+	})
+	if err := cl.ProduceSync(context.Background(),
+		&kgo.Record{Partition: 0, Value: userEvent("test-user", nogapIDPrefix+"p0", "2023-11-22T01:00:00Z")},
+		&kgo.Record{Partition: 1, Value: userEvent("test-user", nogapIDPrefix+"p1", "2023-11-22T01:00:00Z")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, cfg.Group, 30*time.Second)
+	if err := m.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkPostFindings(t, brokers, map[string]int{nogapIDPrefix + "p0": 1, nogapIDPrefix + "p1": 1})
+	if marks := committedMarkers(t, brokers); marks != 2 {
+		t.Errorf("%d markers committed, want one per partition (2)", marks)
+	}
 }
