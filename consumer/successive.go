@@ -116,8 +116,8 @@ func (u *userWatches) windows() []matcher.WatchEntry {
 	return out
 }
 
-// gapWindows returns the matcher's entries of the gap of the watch of
-// alertID, which its case worker reports below its markers.
+// gapWindows returns the matcher's entries of e's gap, which its case
+// worker reports below its markers.
 func (e loadedEntry) gapWindows() []matcher.WatchEntry {
 	out := make([]matcher.WatchEntry, 0, len(e.gap))
 	for _, s := range e.gap {
